@@ -1,0 +1,406 @@
+"""STEM: scan a probe over a specimen and record every detector in one pass.
+
+Probe positions are processed in memory-bounded batches. For each batch the probes (for
+every focal-spread defocus sample and frozen-phonon configuration) are propagated through
+the specimen by the multislice kernel (or PRISM, :mod:`temsim.solvers.prism`), their
+diffraction intensities ``|F[ψ_exit]|²/N`` (fractions of the incident beam) are formed once
+and handed to every detector. Results average intensities over defoci (Gauss–Hermite
+weights) and phonon configurations.
+
+With ``output=`` every detector's values are written into a NetCDF4/HDF5 file as each
+batch completes (chunked, compressed), so 4D-STEM data larger than memory streams to disk;
+the file is written as ``<output>.part`` and renamed when complete, and a killed run resumes
+from the last completed batch when called again with the same arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import warnings
+from typing import Mapping
+
+import numpy as np
+import xarray as xr
+
+from temsim.backend import FFTPlan, get_namespace, to_numpy
+from temsim.errors import AccuracyWarning, InputError, MemoryLimitError
+from temsim.scan import GridScan, nyquist_sampling
+from temsim.solvers.multislice import SliceStack, _progress, propagate
+
+__all__ = ["scan", "estimate_batch_size", "available_memory"]
+
+#: Bytes of working memory per probe and grid point (complex64 wave, float32 intensity,
+#: temporaries of the detector reductions).
+BYTES_PER_PROBE_PIXEL = 32
+
+
+def available_memory() -> int:
+    """Bytes of memory this process may still use (MemAvailable on Linux; 8 GiB otherwise)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover
+        pass
+    return 8 * 1024**3
+
+
+def estimate_batch_size(gpts, memory_limit: int) -> int:
+    """Largest number of probes whose working arrays fit in ``memory_limit`` bytes (≥ 1, ≤ 256)."""
+    per_probe = BYTES_PER_PROBE_PIXEL * gpts[0] * gpts[1]
+    return int(max(1, min(256, memory_limit // per_probe)))
+
+
+def _configurations(potential):
+    if getattr(potential, "phonons", None) is not None:
+        return list(potential.configurations())
+    return [potential]
+
+
+def _probe_tail_warning(probe, grid) -> None:
+    """Warn when the probe's intensity wraps around a cell smaller than the probe."""
+    intensity = np.fft.fftshift(probe.intensity(grid, (0.0, 0.0)))
+    nx, ny = intensity.shape
+    border = np.concatenate([intensity[0, :], intensity[-1, :], intensity[:, 0], intensity[:, -1]])
+    # fraction of the probe near the cell's edge, per pixel, relative to the peak
+    ratio = border.max() / intensity.max()
+    if ratio > 1e-3:
+        warnings.warn(
+            f"the probe's tails reach the cell edge ({ratio:.1e} of its peak intensity at the border): "
+            f"the {grid.extent[0]:.1f}×{grid.extent[1]:.1f} Å cell is small for this probe and it overlaps its "
+            "periodic images; tile the structure (temsim.structure.tile) for an isolated probe",
+            AccuracyWarning,
+            stacklevel=3,
+        )
+
+
+def _run_hash(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _MemorySink:
+    def __init__(self, shapes: dict[str, tuple], n_positions: int):
+        self.arrays = {name: np.zeros((n_positions,) + shape, dtype=np.float32 if len(shape) < 2 else np.float32)
+                       for name, shape in shapes.items()}
+        self.completed = 0
+
+    def write(self, name, start, values):
+        self.arrays[name][start:start + len(values)] = values
+
+    def commit(self, completed):
+        self.completed = completed
+
+    def raw(self, name):
+        return self.arrays[name]
+
+
+class _FileSink:
+    """Detector values in a NetCDF4 (HDF5) file in their final layout, flushed after every batch.
+
+    Variables have the scan dims followed by the detector's own dims (named ``<detector>_<dim>``);
+    derived detectors (iDPC, iCoM) store their raw vectors as ``raw_<detector>`` and are
+    integrated when the scan completes.
+    """
+
+    def __init__(self, path: str, compiled: dict, shapes: dict[str, tuple], resolved, run_hash: str,
+                 resume: bool):
+        import h5netcdf
+
+        self.part = path + ".part"
+        self.resolved = resolved
+        self.completed = 0
+        self.names = {name: (f"raw_{name}" if getattr(det, "derived", False) else name)
+                      for name, det in compiled.items()}
+        if os.path.exists(self.part) and resume:
+            self.file = h5netcdf.File(self.part, "a")
+            if self.file.attrs.get("run_hash") != run_hash:
+                self.file.close()
+                raise InputError(
+                    f"{self.part} is left from a run with different parameters; delete it or pass resume=False"
+                )
+            self.completed = int(self.file.attrs.get("completed_positions", 0))
+            return
+        self.file = h5netcdf.File(self.part, "w")
+        self.file.attrs["run_hash"] = run_hash
+        self.file.attrs["completed_positions"] = 0
+        coords = resolved.coords()
+        for dim, n in zip(resolved.dims, resolved.shape):
+            self.file.dimensions[dim] = n
+            if dim in coords:
+                var = self.file.create_variable(dim, (dim,), data=np.asarray(coords[dim][1]))
+                if len(coords[dim]) > 2:
+                    var.attrs.update(coords[dim][2])
+        for name, det in compiled.items():
+            shape = shapes[name]
+            own = list(getattr(det, "dims", ())) if not getattr(det, "derived", False) else []
+            own = own if len(own) == len(shape) else [f"dim{i}" for i in range(len(shape))]
+            dims = tuple(resolved.dims)
+            extra = det.extra_coords() if not getattr(det, "derived", False) else {}
+            for dim, n in zip(own, shape):
+                full = f"{name}_{dim}"
+                self.file.dimensions[full] = n
+                dims += (full,)
+                if dim in extra and np.asarray(extra[dim][1]).dtype.kind in "iuf":
+                    var = self.file.create_variable(full, (full,), data=np.asarray(extra[dim][1]))
+                    if len(extra[dim]) > 2:
+                        var.attrs.update(extra[dim][2])
+            chunks = (1,) * (len(resolved.shape) - 1) + (min(resolved.shape[-1], 32),) + tuple(shape)
+            var = self.file.create_variable(self.names[name], dims, dtype="f4", chunks=chunks,
+                                            compression="gzip", compression_opts=1)
+            if not getattr(det, "derived", False):
+                var.attrs.update({k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                                  for k, v in det.attrs.items()})
+
+    def write(self, name, start, values):
+        var = self.file.variables[self.names[name]]
+        if len(self.resolved.shape) == 1:
+            var[start:start + len(values)] = values
+            return
+        ny = self.resolved.shape[1]
+        index = start
+        offset = 0
+        while offset < len(values):
+            row, col = divmod(index, ny)
+            n = min(ny - col, len(values) - offset)
+            var[row, col:col + n] = values[offset:offset + n]
+            index += n
+            offset += n
+
+    def commit(self, completed):
+        self.completed = completed
+        self.file.attrs["completed_positions"] = completed
+        self.file.flush()
+
+    def raw(self, name):
+        return np.asarray(self.file.variables[self.names[name]][...]).reshape(
+            (len(self.resolved),) + self.file.variables[self.names[name]].shape[len(self.resolved.shape):])
+
+
+def scan(
+    probe,
+    potential,
+    detectors: Mapping[str, object],
+    scan=None,
+    *,
+    method: str = "multislice",
+    interpolation: int | tuple[int, int] = 1,
+    batch_size: int | None = None,
+    memory_limit: int | None = None,
+    output: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    resume: bool = True,
+    dtype: str = "complex64",
+    device: str = "cpu",
+    progress: bool | None = None,
+) -> xr.Dataset:
+    """Scan ``probe`` over ``potential`` and record ``detectors`` in one pass.
+
+    Parameters
+    ----------
+    probe : Probe
+        The STEM probe (energy eV, semiangle mrad, aberrations Å).
+    potential : Potential
+        Sliced potential; with ``phonons`` set, intensities are averaged over its
+        frozen-phonon configurations.
+    detectors : mapping of str to detector
+        E.g. ``{"HAADF": AnnularDetector(70, 200), "4D": PixelatedDetector()}``.
+    scan : GridScan, LineScan or CustomScan, optional
+        Probe positions; default the whole cell at the probe's Nyquist step λ/(4α).
+    method : {"multislice", "prism"}
+        Solver. ``"prism"`` uses the S-matrix with the given ``interpolation`` factor.
+    batch_size : int, optional
+        Probes propagated together; default from ``memory_limit``.
+    memory_limit : int, optional
+        Bytes of working memory for a batch (default a quarter of the available memory,
+        at most 2 GiB).
+    output : path, optional
+        Stream every detector to this NetCDF file while computing (for 4D-STEM larger than
+        memory); the returned Dataset then reads lazily from it.
+    overwrite : bool
+        Allow replacing an existing ``output`` file.
+    resume : bool
+        Continue a killed run from ``<output>.part`` if its parameters match.
+    dtype, device, progress
+        Precision, ``"cpu"``/``"gpu"``, progress bar (default: on for runs with > 1 batch).
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per detector, dims (``scan_x``, ``scan_y``) plus the detector's own
+        (``kx``, ``ky`` / ``radial_bin`` / ``ring``, ``segment`` / ``component``); attrs hold
+        every parameter.
+    """
+    from temsim.waves import Probe
+
+    if not isinstance(probe, Probe):
+        raise InputError(f"scan takes a temsim.Probe, got {type(probe).__name__}")
+    if not detectors:
+        raise InputError("give at least one detector, e.g. detectors={'HAADF': temsim.AnnularDetector(70, 200)}")
+    if method not in ("multislice", "prism"):
+        raise InputError(f"method must be 'multislice' or 'prism', got {method!r}")
+    xp = get_namespace(device)
+    grid = probe.resolve_grid(potential.grid)
+    scan = GridScan() if scan is None else scan
+    resolved = scan.resolve(grid.extent, nyquist_sampling(probe.semiangle_cutoff, probe.energy))
+    compiled = {name: det.compile(grid, probe.energy, xp) for name, det in detectors.items()}
+    _probe_tail_warning(probe, grid)
+
+    available = available_memory()
+    if memory_limit is None:
+        memory_limit = int(min(2 * 1024**3, available // 4))
+    n_positions = len(resolved)
+    # memory check for in-memory results (4D-STEM in particular)
+    probe_values = {}
+    for name, det in compiled.items():
+        dummy = det.measure(xp.zeros((1,) + grid.gpts, dtype=xp.float32))
+        probe_values[name] = tuple(dummy.shape[1:])
+    result_bytes = sum(4 * n_positions * int(np.prod(s)) for s in probe_values.values())
+    if output is None and result_bytes > max(memory_limit, available // 2):
+        raise MemoryLimitError(
+            f"the detector results need {result_bytes / 1024**3:.2f} GiB in memory (limit "
+            f"{max(memory_limit, available // 2) / 1024**3:.2f} GiB); stream them to disk with output='scan.nc', "
+            "crop/bin the pixelated detector (max_angle=, binning=) or scan fewer positions"
+        )
+    if batch_size is None:
+        batch_size = estimate_batch_size(grid.gpts, memory_limit)
+    elif int(batch_size) < 1:
+        raise InputError(f"batch_size must be ≥ 1, got {batch_size!r}")
+    batch_size = int(min(batch_size, n_positions))
+    needed = BYTES_PER_PROBE_PIXEL * batch_size * grid.gpts[0] * grid.gpts[1]
+    if needed > available:
+        fit = estimate_batch_size(grid.gpts, available // 2)
+        raise MemoryLimitError(
+            f"a batch of {batch_size} probes needs {needed / 1024**3:.2f} GiB but only {available / 1024**3:.2f} GiB "
+            f"is available; use batch_size={fit}"
+        )
+
+    configurations = _configurations(potential)
+    defoci, weights = probe.defocus_samples()
+    attrs = _scan_attrs(probe, potential, grid, resolved, method, interpolation, dtype, len(configurations))
+    run_hash = _run_hash({"attrs": attrs, "detectors": {k: repr(v) for k, v in detectors.items()},
+                          "positions": resolved.positions.round(9).tolist()})
+
+    if output is not None:
+        output = os.fspath(output)
+        if os.path.exists(output) and not overwrite:
+            raise FileExistsError(f"{output} exists; pass overwrite=True to replace it or choose another name")
+        sink = _FileSink(output, compiled, probe_values, resolved, run_hash, resume)
+    else:
+        sink = _MemorySink(probe_values, n_positions)
+
+    if method == "prism":
+        from temsim.solvers.prism import prism_engine
+
+        engine = prism_engine(probe, configurations, grid, interpolation, xp, dtype)
+    else:
+        engine = _MultisliceEngine(probe, configurations, grid, xp, dtype, batch_size)
+
+    n_batches = math.ceil((n_positions - sink.completed) / batch_size)
+    show = progress if progress is not None else n_batches > 1
+    bar = _progress(n_positions, show, f"STEM ({method})")
+    bar.update(sink.completed) if show else None
+    norm = 1.0 / (len(configurations))
+    try:
+        for start in range(sink.completed, n_positions, batch_size):
+            positions = resolved.positions[start:start + batch_size]
+            totals = {name: None for name in compiled}
+            for config_index in range(len(configurations)):
+                for defocus, weight in zip(defoci, weights):
+                    intensity = engine.intensities(config_index, positions, float(defocus))
+                    for name, det in compiled.items():
+                        value = det.measure(intensity) * (float(weight) * norm)
+                        totals[name] = value if totals[name] is None else totals[name] + value
+            for name, value in totals.items():
+                sink.write(name, start, to_numpy(value).astype(np.float32))
+            sink.commit(start + len(positions))
+            bar.update(len(positions))
+    finally:
+        bar.close()
+        if output is not None and sink.completed < n_positions:
+            sink.file.close()
+    return _finalize(compiled, sink, resolved, attrs, output)
+
+
+class _MultisliceEngine:
+    """Probe batches propagated by the multislice kernel; one SliceStack per configuration."""
+
+    def __init__(self, probe, configurations, grid, xp, dtype, batch_size):
+        self.probe = probe
+        self.grid = grid
+        self.xp = xp
+        self.dtype = dtype
+        budget = max(256 * 1024**2, (2 * 1024**3) // max(1, len(configurations)))
+        self.stacks = [SliceStack(p, probe.energy, xp, probe.tilt, dtype, cache_bytes=budget) for p in configurations]
+        self.plans: dict[int, FFTPlan] = {}
+        self.n_pixels = grid.gpts[0] * grid.gpts[1]
+
+    def _plan(self, n: int) -> FFTPlan:
+        if n not in self.plans:
+            self.plans[n] = FFTPlan((n,) + self.grid.gpts, self.xp, self.dtype)
+        return self.plans[n]
+
+    def intensities(self, config_index: int, positions, defocus: float):
+        xp = self.xp
+        plan = self._plan(len(positions))
+        plan.load(self.probe.build(self.grid, positions, xp, self.dtype, defocus_offset=defocus))
+        propagate(plan, self.stacks[config_index])
+        plan.forward()
+        return xp.real(plan.buffer * xp.conj(plan.buffer)) * (1.0 / self.n_pixels)
+
+
+def _finalize(compiled, sink, resolved, attrs, output) -> xr.Dataset:
+    if output is None:
+        variables = {}
+        for name, det in compiled.items():
+            raw = sink.raw(name)
+            variables[name] = det.finalize(raw.reshape(resolved.shape + raw.shape[1:]), resolved, attrs)
+        return xr.Dataset(variables, attrs=attrs)
+    # derived detectors are integrated from their (small) raw vectors; the rest is already in place
+    for name, det in compiled.items():
+        if getattr(det, "derived", False):
+            raw = sink.raw(name)
+            da = det.finalize(raw.reshape(resolved.shape + raw.shape[1:]), resolved, attrs)
+            var = sink.file.create_variable(name, resolved.dims, data=np.asarray(da.values, dtype=np.float32))
+            var.attrs.update({k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                              for k, v in da.attrs.items() if k not in attrs})
+    for key, value in attrs.items():
+        sink.file.attrs[key] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    sink.file.attrs["complete"] = 1
+    sink.file.close()
+    os.replace(sink.part, output)
+    return xr.open_dataset(output, engine="h5netcdf")
+
+
+def _scan_attrs(probe, potential, grid, resolved, method, interpolation, dtype, n_configs) -> dict:
+    import temsim
+
+    attrs = {
+        "energy": probe.energy,
+        "semiangle_cutoff": probe.semiangle_cutoff,
+        "aberrations": json.dumps(probe.aberrations.nonzero()),
+        "focal_spread": probe.focal_spread,
+        "focal_samples": int(probe.focal_samples) if probe.focal_spread else 1,
+        "tilt": list(probe.tilt),
+        "sampling": list(grid.sampling),
+        "extent": list(grid.extent),
+        "gpts": list(grid.gpts),
+        "thickness": float(potential.thickness),
+        "num_slices": int(potential.num_slices),
+        "parametrization": potential.parametrization,
+        "projection": potential.projection,
+        "method": method,
+        "interpolation": json.dumps(interpolation),
+        "frozen_phonon_configurations": n_configs,
+        "dtype": dtype,
+        "temsim_version": temsim.__version__,
+    }
+    if resolved.kind == "grid":
+        attrs["scan_step"] = list(resolved.step)
+    phonons = getattr(potential, "phonons", None)
+    if phonons is not None:
+        attrs["phonons"] = repr(phonons)
+    return attrs
