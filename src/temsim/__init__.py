@@ -21,12 +21,71 @@ from temsim.errors import (  # noqa: E402
     TemsimWarning,
 )
 from temsim.grid import Grid  # noqa: E402
+from temsim.optics import Aberrations, contrast_transfer_function, scherzer_defocus  # noqa: E402
+from temsim.waves import PlaneWave, Probe  # noqa: E402
+from temsim.potentials import ArrayPotential, Potential, load_parametrization  # noqa: E402
+from temsim.phonons import FrozenPhonons  # noqa: E402
+from temsim.solvers.multislice import multislice  # noqa: E402
+from temsim.solvers.stem import scan  # noqa: E402
+from temsim.imaging import diffraction_pattern, hrtem_image  # noqa: E402
+from temsim.scan import CustomScan, GridScan, LineScan  # noqa: E402
+from temsim.detectors import (  # noqa: E402
+    AnnularDetector,
+    CenterOfMass,
+    FlexibleAnnularDetector,
+    IntegratedCenterOfMass,
+    IntegratedDPC,
+    PixelatedDetector,
+    SegmentedDetector,
+    annular_preset,
+    dpc_signal,
+    integrate_annular,
+    integrate_gradient,
+)
+from temsim.dose import Dose  # noqa: E402
+from temsim.noise import apply_noise, detector_model  # noqa: E402
+from temsim.damage import critical_dose, damage, knock_on  # noqa: E402
+from temsim import structure  # noqa: E402
 
 __all__ = [
     "__version__",
     "wavelength",
     "interaction_parameter",
     "Grid",
+    "Aberrations",
+    "contrast_transfer_function",
+    "scherzer_defocus",
+    "PlaneWave",
+    "Probe",
+    "Potential",
+    "ArrayPotential",
+    "load_parametrization",
+    "FrozenPhonons",
+    "multislice",
+    "scan",
+    "hrtem_image",
+    "diffraction_pattern",
+    "GridScan",
+    "LineScan",
+    "CustomScan",
+    "AnnularDetector",
+    "FlexibleAnnularDetector",
+    "SegmentedDetector",
+    "IntegratedDPC",
+    "CenterOfMass",
+    "IntegratedCenterOfMass",
+    "PixelatedDetector",
+    "annular_preset",
+    "dpc_signal",
+    "integrate_annular",
+    "integrate_gradient",
+    "Dose",
+    "apply_noise",
+    "detector_model",
+    "damage",
+    "critical_dose",
+    "knock_on",
+    "structure",
     "TemsimError",
     "InputError",
     "SamplingError",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from temsim.backend import array_namespace, fft2, ifft2
+from temsim.backend import ifft2
 from temsim.constants import check_energy, wavelength
 from temsim.errors import GridMismatchError, InputError
 from temsim.grid import Grid
@@ -183,20 +183,35 @@ class Probe:
             return np.zeros(1), np.ones(1)
         return gauss_hermite_defoci(self.focal_spread, int(self.focal_samples))
 
-    def build(self, grid: Grid, positions, xp=np, dtype: str = "complex64", defocus_offset: float = 0.0):
-        """Probes at ``positions`` (Å, shape (n, 2)) as an ``(n, nx, ny)`` array, Σ|ψ|² = 1 each."""
+    def spectrum(self, grid: Grid, positions, xp=np, dtype: str = "complex64", defocus_offset: float = 0.0,
+                 out=None):
+        """Fourier coefficients of probes at ``positions`` (Å, shape (n, 2)), shape (n, nx, ny).
+
+        Scaled so that an *unnormalized* inverse FFT (``FFTPlan.backward``) gives probes with
+        ``Σ|ψ|² = 1``. With ``out`` (a numpy array of the right shape) the result is written
+        in place, which keeps a batch's memory to one complex array.
+        """
         coefficients = self.fourier_coefficients(grid, xp, defocus_offset)
         norm = xp.sqrt(xp.sum(xp.abs(coefficients) ** 2))
         n_pixels = grid.gpts[0] * grid.gpts[1]
-        # Σ_r |F⁻¹ c|² = Σ_k |c|² / N, so scaling c by sqrt(N)/‖c‖ gives unit probe norm.
-        coefficients = coefficients * (math.sqrt(n_pixels) / norm)
+        # Σ_r |F⁻¹ c|² = Σ_k |c|² / N; the unnormalized inverse multiplies by N.
+        coefficients = xp.astype(coefficients * (1.0 / (math.sqrt(n_pixels) * norm)), getattr(xp, dtype))
         positions = xp.asarray(np.asarray(positions, dtype=float).reshape(-1, 2))
         kx = xp.asarray(grid.kx())
         ky = xp.asarray(grid.ky())
-        phase_x = xp.exp(-2j * math.pi * kx[None, :] * positions[:, 0:1])  # (n, nx)
-        phase_y = xp.exp(-2j * math.pi * ky[None, :] * positions[:, 1:2])  # (n, ny)
-        spectrum = coefficients[None, :, :] * phase_x[:, :, None] * phase_y[:, None, :]
-        return xp.astype(ifft2(spectrum), getattr(xp, dtype))
+        phase_x = xp.astype(xp.exp(-2j * math.pi * kx[None, :] * positions[:, 0:1]), getattr(xp, dtype))
+        phase_y = xp.astype(xp.exp(-2j * math.pi * ky[None, :] * positions[:, 1:2]), getattr(xp, dtype))
+        if out is not None and isinstance(out, np.ndarray):
+            np.multiply(coefficients[None, :, :], phase_x[:, :, None], out=out)
+            out *= phase_y[:, None, :]
+            return out
+        return coefficients[None, :, :] * phase_x[:, :, None] * phase_y[:, None, :]
+
+    def build(self, grid: Grid, positions, xp=np, dtype: str = "complex64", defocus_offset: float = 0.0):
+        """Probes at ``positions`` (Å, shape (n, 2)) as an ``(n, nx, ny)`` array, Σ|ψ|² = 1 each."""
+        spectrum = self.spectrum(grid, positions, xp, "complex128", defocus_offset)
+        n_pixels = grid.gpts[0] * grid.gpts[1]
+        return xp.astype(ifft2(spectrum) * n_pixels, getattr(xp, dtype))
 
     def intensity(self, grid: Grid, position=(0.0, 0.0)):
         """Real-space intensity of one probe at ``position`` as a numpy ``(nx, ny)`` array."""

@@ -41,7 +41,7 @@ MIN_BAND_LIMIT_MRAD = 30.0
 
 
 def _antialias_mask(grid: Grid, xp):
-    return xp.asarray(grid.antialias_aperture())
+    return xp.asarray(grid.antialias_aperture().astype(np.float32))
 
 
 def transmission_function(projected, sigma: float, aperture, dtype: str = "complex64"):

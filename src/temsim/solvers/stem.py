@@ -25,7 +25,7 @@ from typing import Mapping
 import numpy as np
 import xarray as xr
 
-from temsim.backend import FFTPlan, get_namespace, to_numpy
+from temsim.backend import FFTPlan, array_namespace, get_namespace, to_numpy
 from temsim.errors import AccuracyWarning, InputError, MemoryLimitError
 from temsim.scan import GridScan, nyquist_sampling
 from temsim.solvers.multislice import SliceStack, _progress, propagate
@@ -61,18 +61,33 @@ def _configurations(potential):
     return [potential]
 
 
+#: Fraction of the probe's intensity beyond half the cell that triggers the wrap-around warning.
+PROBE_TAIL_TOLERANCE = 0.02
+
+
 def _probe_tail_warning(probe, grid) -> None:
-    """Warn when the probe's intensity wraps around a cell smaller than the probe."""
-    intensity = np.fft.fftshift(probe.intensity(grid, (0.0, 0.0)))
-    nx, ny = intensity.shape
-    border = np.concatenate([intensity[0, :], intensity[-1, :], intensity[:, 0], intensity[:, -1]])
-    # fraction of the probe near the cell's edge, per pixel, relative to the peak
-    ratio = border.max() / intensity.max()
-    if ratio > 1e-3:
+    """Warn when more than 2% of the probe's intensity lies beyond half the cell from its centre.
+
+    The cell is periodic, so that part of the probe overlaps its own periodic images.
+    """
+    from temsim.grid import Grid
+
+    radius = 0.5 * min(grid.extent)
+    # the probe on a 4x larger cell (same sampling) is free of wrap-around for small cells
+    # and a sampling just fine enough to hold the aperture (Nyquist 1.5 α/λ) keeps it cheap
+    factor = 4 if min(grid.extent) < 40.0 else 1
+    coarse = probe.wavelength / (3 * probe.semiangle_cutoff * 1e-3)
+    reference = Grid.from_sampling(tuple(e * factor for e in grid.extent), max(coarse, max(grid.sampling)))
+    intensity = probe.intensity(reference, (0.0, 0.0))
+    x = np.minimum(reference.x(), reference.extent[0] - reference.x())
+    y = np.minimum(reference.y(), reference.extent[1] - reference.y())
+    outside = intensity[(x[:, None] ** 2 + y[None, :] ** 2) > radius**2].sum() / intensity.sum()
+    if outside > PROBE_TAIL_TOLERANCE:
         warnings.warn(
-            f"the probe's tails reach the cell edge ({ratio:.1e} of its peak intensity at the border): "
-            f"the {grid.extent[0]:.1f}×{grid.extent[1]:.1f} Å cell is small for this probe and it overlaps its "
-            "periodic images; tile the structure (temsim.structure.tile) for an isolated probe",
+            f"{outside:.1%} of the probe's intensity lies farther than {radius:.1f} Å (half the "
+            f"{grid.extent[0]:.1f}×{grid.extent[1]:.1f} Å cell) from its centre: the probe's tails wrap around and "
+            "overlap its periodic images; tile the structure (temsim.structure.tile) for an isolated probe, "
+            "or ignore this for an intentionally periodic calculation",
             AccuracyWarning,
             stacklevel=3,
         )
@@ -80,6 +95,37 @@ def _probe_tail_warning(probe, grid) -> None:
 
 def _run_hash(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _dim_names(compiled: dict) -> dict[str, dict[str, str]]:
+    """Final names of each detector's own dims: plain (``kx``, ``radial_bin``…) unless two
+    detectors use the same name with different coordinates, then ``<detector>_<dim>``."""
+    seen: dict[str, list] = {}
+    for name, det in compiled.items():
+        if getattr(det, "derived", False):
+            continue
+        coords = det.extra_coords()
+        for dim in getattr(det, "dims", ()):
+            values = np.asarray(coords[dim][1]) if dim in coords else None
+            seen.setdefault(dim, []).append((name, values))
+    clash = set()
+    for dim, users in seen.items():
+        first = users[0][1]
+        for _, values in users[1:]:
+            if first is None or values is None or first.shape != values.shape or not np.allclose(first, values):
+                clash.add(dim)
+    return {name: {dim: (f"{name}_{dim}" if dim in clash else dim) for dim in getattr(det, "dims", ())}
+            for name, det in compiled.items()}
+
+
+def _rename(da: xr.DataArray, mapping: dict[str, str]) -> xr.DataArray:
+    renames = {d: n for d, n in mapping.items() if d != n}
+    if not renames:
+        return da
+    prefix = next(iter(renames.values())).split("_")[0]
+    coord_renames = {c: f"{prefix}_{c}" for c in da.coords if c not in da.dims and
+                     any(d in renames for d in da[c].dims)}
+    return da.rename({**renames, **coord_renames})
 
 
 class _MemorySink:
@@ -107,7 +153,7 @@ class _FileSink:
     """
 
     def __init__(self, path: str, compiled: dict, shapes: dict[str, tuple], resolved, run_hash: str,
-                 resume: bool):
+                 resume: bool, dim_names: dict):
         import h5netcdf
 
         self.part = path + ".part"
@@ -141,10 +187,11 @@ class _FileSink:
             dims = tuple(resolved.dims)
             extra = det.extra_coords() if not getattr(det, "derived", False) else {}
             for dim, n in zip(own, shape):
-                full = f"{name}_{dim}"
-                self.file.dimensions[full] = n
+                full = dim_names[name].get(dim, f"{name}_{dim}")
+                if full not in self.file.dimensions:
+                    self.file.dimensions[full] = n
                 dims += (full,)
-                if dim in extra and np.asarray(extra[dim][1]).dtype.kind in "iuf":
+                if dim in extra and np.asarray(extra[dim][1]).dtype.kind in "iuf" and full not in self.file.variables:
                     var = self.file.create_variable(full, (full,), data=np.asarray(extra[dim][1]))
                     if len(extra[dim]) > 2:
                         var.attrs.update(extra[dim][2])
@@ -278,6 +325,7 @@ def scan(
             f"is available; use batch_size={fit}"
         )
 
+    dim_names = _dim_names(compiled)
     configurations = _configurations(potential)
     defoci, weights = probe.defocus_samples()
     attrs = _scan_attrs(probe, potential, grid, resolved, method, interpolation, dtype, len(configurations))
@@ -288,7 +336,7 @@ def scan(
         output = os.fspath(output)
         if os.path.exists(output) and not overwrite:
             raise FileExistsError(f"{output} exists; pass overwrite=True to replace it or choose another name")
-        sink = _FileSink(output, compiled, probe_values, resolved, run_hash, resume)
+        sink = _FileSink(output, compiled, probe_values, resolved, run_hash, resume, dim_names)
     else:
         sink = _MemorySink(probe_values, n_positions)
 
@@ -322,7 +370,15 @@ def scan(
         bar.close()
         if output is not None and sink.completed < n_positions:
             sink.file.close()
-    return _finalize(compiled, sink, resolved, attrs, output)
+    return _finalize(compiled, sink, resolved, attrs, output, dim_names)
+
+
+def diffraction_intensity(spectrum, n_pixels: int):
+    """``|Ψ(k)|² / N`` of unnormalized FFT spectra: fractions of the beam per pixel (float32/64)."""
+    xp = array_namespace(spectrum)
+    real = xp.real(spectrum)
+    imag = xp.imag(spectrum)
+    return (real * real + imag * imag) * (1.0 / n_pixels)
 
 
 class _MultisliceEngine:
@@ -346,18 +402,23 @@ class _MultisliceEngine:
     def intensities(self, config_index: int, positions, defocus: float):
         xp = self.xp
         plan = self._plan(len(positions))
-        plan.load(self.probe.build(self.grid, positions, xp, self.dtype, defocus_offset=defocus))
+        if isinstance(plan.buffer, np.ndarray):
+            self.probe.spectrum(self.grid, positions, xp, self.dtype, defocus, out=plan.buffer)
+        else:
+            plan.load(self.probe.spectrum(self.grid, positions, xp, self.dtype, defocus))
+        plan.backward()
         propagate(plan, self.stacks[config_index])
         plan.forward()
-        return xp.real(plan.buffer * xp.conj(plan.buffer)) * (1.0 / self.n_pixels)
+        return diffraction_intensity(plan.buffer, self.n_pixels)
 
 
-def _finalize(compiled, sink, resolved, attrs, output) -> xr.Dataset:
+def _finalize(compiled, sink, resolved, attrs, output, dim_names) -> xr.Dataset:
     if output is None:
         variables = {}
         for name, det in compiled.items():
             raw = sink.raw(name)
-            variables[name] = det.finalize(raw.reshape(resolved.shape + raw.shape[1:]), resolved, attrs)
+            da = det.finalize(raw.reshape(resolved.shape + raw.shape[1:]), resolved, attrs)
+            variables[name] = _rename(da, dim_names[name])
         return xr.Dataset(variables, attrs=attrs)
     # derived detectors are integrated from their (small) raw vectors; the rest is already in place
     for name, det in compiled.items():
