@@ -1,0 +1,62 @@
+"""Command line: ``temsim plan --example graphene-si`` or ``temsim plan my_study.toml``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+def _plan(args) -> int:
+    from temsim.errors import TemsimError
+    from temsim.planning import plan
+    from temsim.report import format_table, write_report
+    from temsim.study import EXAMPLES, example_study, load_study
+
+    if args.jobs:
+        os.environ["TEMSIM_NUM_THREADS"] = str(args.jobs)
+    if args.list_examples:
+        for name, builder in EXAMPLES.items():
+            print(f"{name}: {builder().description}")
+        return 0
+    if (args.example is None) == (args.study is None):
+        print("temsim plan: give a study file or --example NAME (one of " + ", ".join(EXAMPLES) + ")",
+              file=sys.stderr)
+        return 2
+    try:
+        study = example_study(args.example) if args.example else load_study(args.study)
+        output = args.output or os.path.join("plan-output", study.name)
+        start = time.perf_counter()
+        result = plan(study, progress=not args.quiet, checkpoint_dir=os.path.join(output, "checkpoints"))
+        paths = write_report(result, output, overwrite=args.overwrite)
+    except (TemsimError, FileExistsError) as err:
+        print(f"temsim plan: error: {err}", file=sys.stderr)
+        return 1
+    print(format_table(result))
+    print(f"\nwrote {', '.join(sorted(paths.values()))} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="temsim", description="Electron scattering simulation and dose planning")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plan", help="minimum detectable dose per imaging mode and energy, against damage")
+    p.add_argument("study", nargs="?", help="study TOML file (see docs/planning.md)")
+    p.add_argument("--example", help="run a built-in example study (graphene-si, srtio3-oxygen-vacancy, "
+                                     "cof-missing-linker)")
+    p.add_argument("--list-examples", action="store_true", help="list the built-in examples")
+    p.add_argument("--output", "-o", help="output directory (default plan-output/<study name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report in the output directory")
+    p.add_argument("--jobs", type=int, default=None, help="threads for FFTs (default: all cores)")
+    p.add_argument("--scheduler", default="local", choices=["local"],
+                   help="execution scheduler (only 'local' until the compute layer exists)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.command == "plan":
+        return _plan(args)
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
