@@ -293,7 +293,7 @@ def _srtio3_vacancy() -> Study:
         atoms=atoms,
         feature=Feature("vacancy", site=index, host_element="O"),
         energies=(200e3, 300e3),
-        modes=(Mode("HAADF", 70.0, 200.0), Mode("ABF"), Mode("iDPC")),
+        modes=(Mode("HAADF", 70.0, 160.0), Mode("ABF"), Mode("iDPC")),
         semiangle_cutoff=20.0,
         sampling=0.05,
         scan_step=0.3,
