@@ -132,3 +132,18 @@ def test_no_contrast_is_infinite_and_bad_targets_raise():
         DecisionTarget(false_alarm=0.7)
     with pytest.raises(temsim.InputError):
         detection_statistics(np.array([-1.0]), np.array([1.0]))
+
+
+def test_hybrid_monte_carlo_matches_fully_exact_sampling():
+    """Weak channels summarized by a Gaussian give the same error rates as sampling them all."""
+    rng = np.random.default_rng(5)
+    r0 = rng.uniform(0.5, 2.0, 3000)
+    r1 = r0 * (1 + 0.02 * rng.standard_normal(3000))
+    r1[:5] *= 1.5  # a few strong channels
+    target = DecisionTarget()
+    dose = required_dose(detection_statistics(r0, r1), target)
+    full = monte_carlo_error_rates(r0, r1, dose, target, trials=6000, seed=1, max_exact_channels=3000)
+    hybrid = monte_carlo_error_rates(r0, r1, dose, target, trials=6000, seed=2, max_exact_channels=10,
+                                     exact_fraction=0.5)
+    assert full["exact_channels"] == 3000 and hybrid["exact_channels"] < 3000
+    assert hybrid["power"] == pytest.approx(full["power"], abs=4 * math.hypot(full["power_se"], hybrid["power_se"]))
