@@ -37,7 +37,7 @@ def test_cli_graphene_si_end_to_end(tmp_path):
     rows = {}
     for line in report.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 9 and cells[1].replace(".", "").isdigit():
+        if len(cells) == 10 and cells[1].replace(".", "").isdigit():
             rows[(cells[0], float(cells[1]) * 1e3)] = cells
     assert len(rows) == ds.sizes["mode"] * ds.sizes["energy"] == 8
     for (mode, energy), cells in rows.items():

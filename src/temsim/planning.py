@@ -223,7 +223,7 @@ def plan(study: Study, *, progress: bool = True, checkpoint_dir: str | None = No
     result = PlanResult(study=study)
     labels = [m.label for m in study.modes]
     shape = (len(labels), len(study.energies))
-    fields = ["required_dose", "dose_low", "dose_high", "rose_dose", "bhattacharyya_dose", "budget", "margin",
+    fields = ["required_dose", "undamaged_dose", "dose_low", "dose_high", "rose_dose", "bhattacharyya_dose", "budget", "margin",
               "j_per_dose", "knock_on_probability", "mc_false_alarm", "mc_power", "mc_probability_of_error",
               "best_power_within_budget"]
     arrays = {f: np.full(shape, np.nan) for f in fields}
@@ -240,6 +240,7 @@ def plan(study: Study, *, progress: bool = True, checkpoint_dir: str | None = No
             r0, r1 = np.mean(r0s, axis=0), np.mean(r1s, axis=0)
             stat = detection.detection_statistics(r0, r1)
             dose = detection.required_dose(stat, target, dc)
+            undamaged = detection.required_dose(stat, target, None)
             rose = detection.required_dose(stat, target, dc, criterion="rose")
             bhat = detection.required_dose(stat, target, None, criterion="bhattacharyya")
             # frozen-phonon uncertainty: jackknife over configurations
@@ -278,7 +279,7 @@ def plan(study: Study, *, progress: bool = True, checkpoint_dir: str | None = No
             else:
                 best = float(detection.detection_power(stat, target, budget, dc))
                 verdict = f"exceeds budget (power {best:.2f} at the budget)"
-            values = dict(required_dose=dose, dose_low=low, dose_high=high, rose_dose=rose, bhattacharyya_dose=bhat,
+            values = dict(required_dose=dose, undamaged_dose=undamaged, dose_low=low, dose_high=high, rose_dose=rose, bhattacharyya_dose=bhat,
                           budget=budget, margin=budget / dose if np.isfinite(dose) and dose > 0 else np.nan,
                           j_per_dose=stat.j_per_dose, knock_on_probability=knock_p, mc_false_alarm=mc["false_alarm"],
                           mc_power=mc["power"], mc_probability_of_error=mc["probability_of_error"],
@@ -303,7 +304,7 @@ def plan(study: Study, *, progress: bool = True, checkpoint_dir: str | None = No
     ds = xr.Dataset(data_vars, coords=coords)
     for name, da in rate_vars.items():
         ds[name] = da
-    units = {"required_dose": "e/Å²", "dose_low": "e/Å²", "dose_high": "e/Å²", "rose_dose": "e/Å²",
+    units = {"required_dose": "e/Å²", "undamaged_dose": "e/Å²", "dose_low": "e/Å²", "dose_high": "e/Å²", "rose_dose": "e/Å²",
              "bhattacharyya_dose": "e/Å²", "budget": "e/Å²", "j_per_dose": "per e/Å²"}
     for key, unit in units.items():
         ds[key].attrs["units"] = unit

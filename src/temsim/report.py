@@ -29,14 +29,14 @@ def _fmt(value: float) -> str:
 def format_table(result) -> str:
     """Markdown table: mode × energy, minimum dose, interval, budget, margin, verdict."""
     lines = ["| mode | energy (kV) | minimum dose (e/Å²) | phonon interval | Rose (k=5) | budget (e/Å²) | margin | "
-             "MC false alarm / power | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "MC false alarm / power | verdict | without damage (e/Å²) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in result.table:
         interval = f"{_fmt(row['dose_low'])}–{_fmt(row['dose_high'])}" if not math.isnan(row["dose_low"]) else "—"
         mc = (f"{row['mc_false_alarm']:.3f} / {row['mc_power']:.3f}" if not math.isnan(row["mc_power"]) else "—")
         lines.append(f"| {row['mode']} | {row['energy'] / 1e3:g} | {_fmt(row['required_dose'])} | {interval} | "
                      f"{_fmt(row['rose_dose'])} | {_fmt(row['budget'])} | {_fmt(row['margin'])} | {mc} | "
-                     f"{row['verdict']} |")
+                     f"{row['verdict']} | {_fmt(row['undamaged_dose'])} |")
     return "\n".join(lines)
 
 
