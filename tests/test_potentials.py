@@ -161,7 +161,7 @@ def test_exact_placement_at_subpixel_offsets():
     pot0 = Potential(single_atom("O", xy=base, cell=cell), sampling=0.1, slice_thickness=2)
     grid = pot0.grid
     v0 = pot0.build_slice(0)
-    kc = grid.antialias_cutoff
+    kc = pot0.band_limit
     r_grid = np.linspace(0, 1.6, 801)
     radial = band_limited_radial_potential("lobato", 8, r_grid, kc)
     X, Y = np.meshgrid(grid.x(), grid.y(), indexing="ij")

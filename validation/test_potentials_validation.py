@@ -81,7 +81,7 @@ def test_exact_placement_peak_and_offsets():
         grid = pot0.grid
         v0 = pot0.build_slice(0)
         r_grid = np.linspace(0, 2.1, 1401)
-        radial = band_limited_radial_potential("lobato", Z, r_grid, grid.antialias_cutoff)
+        radial = band_limited_radial_potential("lobato", Z, r_grid, pot0.band_limit)
         X, Y = np.meshgrid(grid.x(), grid.y(), indexing="ij")
         kx, ky = grid.kx(), grid.ky()
         worst_ref, worst_shift = 0.0, 0.0
