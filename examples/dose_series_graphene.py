@@ -34,7 +34,7 @@ def simulate():
     potential = Potential(doped, sampling=0.05, slice_thickness=1.0)
     exit_wave = multislice(PlaneWave(energy=ENERGY), potential)
     # Cs-corrected: C30 = −15 µm with a slight overfocus gives bright atoms (defocus = −C10)
-    return hrtem_image(exit_wave, aberrations=Aberrations(C10=-60.0, C30=-15e4),
+    return hrtem_image(exit_wave, aberrations=Aberrations(C10=60.0, C30=-15e4),
                        semiangle_cutoff=30.0, focal_spread=20.0)
 
 

@@ -719,7 +719,7 @@ def nearest_site(atoms: Atoms, position, element=None, tolerance: float = 0.5) -
         nearest = np.argsort(distances)[:5]
         where = "(x, y)" if len(p) == 2 else "(x, y, z)"
         raise StructureError(
-            f"no {label} within {tolerance:g} Å of {where} = {tuple(round(v, 3) for v in p)}; "
+            f"no {label} within {tolerance:g} Å of {where} = ({', '.join(f'{v:.3f}' for v in p)}); "
             f"nearest atoms: {_describe(atoms, nearest, distances[nearest])}. Give a position "
             "closer to a site, another element, or a larger tolerance"
         )
