@@ -5,7 +5,7 @@ import pytest
 
 import temsim
 from temsim.constants import SCATTERING_FACTOR_TO_VOLT_A2, check_energy
-from temsim.grid import Grid, fft_friendly_size, is_fft_friendly, required_sampling
+from temsim.grid import Grid, fast_fft_size, fft_friendly_size, is_fft_friendly, required_sampling
 
 
 @pytest.mark.parametrize("energy, expected", [(80e3, 0.041757), (200e3, 0.025079), (300e3, 0.019687)])
@@ -48,7 +48,15 @@ def test_grid_from_sampling_never_coarsens():
         grid = Grid.from_sampling((length, 2 * length), 0.05)
         assert max(grid.sampling) <= 0.05 + 1e-12
         assert all(is_fft_friendly(n) for n in grid.gpts)
-    assert Grid.from_sampling((15.62, 15.62), 0.05).gpts == (315, 315)
+    assert Grid.from_sampling((15.62, 15.62), 0.05).gpts == (320, 320)
+
+
+def test_fast_fft_sizes_prefer_powers_of_two_within_slack():
+    for n in range(2, 2000):
+        m = fast_fft_size(n)
+        assert is_fft_friendly(m) and n <= m <= max(fft_friendly_size(n), n * 1.06)
+        assert (m & -m) >= (fft_friendly_size(n) & -fft_friendly_size(n))
+    assert (fast_fft_size(313), fast_fft_size(375), fast_fft_size(781)) == (320, 384, 800)
 
 
 def test_band_limit_and_required_sampling_are_consistent():

@@ -63,14 +63,14 @@ def test_mirror_symmetric_crystal_gives_mirror_symmetric_images():
 
     On a 320² grid (80 pixels per cell, 0.0488 Å) the Ti and O columns sit off the pixel
     centres' symmetric positions only through exact (Fourier-space) placement, and the x mirror
-    of a one-cell scan maps pixels onto pixels. On the 315² grid that 0.05 Å gives, the mirror
+    of a one-cell scan maps pixels onto pixels. On a 315² grid (the smallest 7-smooth size for 0.05 Å), the mirror
     of a one-cell scan also needs a translation by 78.75 pixels; exp(iσv) of the strong Sr
     column has harmonics beyond Nyquist that alias onto frequencies that are not multiples of
     1/a, so translation symmetry — not mirror symmetry — holds only to that aliasing level
     (recorded, asserted < 5e-3). Negative control: Ti displaced by 0.15 Å along x (a polar
     distortion) must break the x mirror but not the y one.
     """
-    aliased, _ = _srtio3_scan(srtio3())
+    aliased, _ = _srtio3_scan(srtio3(), gpts=(315, 315))
     ds, potential = _srtio3_scan(srtio3(), gpts=(320, 320))
     polar_unit = srtio3()
     polar_unit.positions[1, 0] += 0.15  # Ti

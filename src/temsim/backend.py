@@ -37,6 +37,12 @@ __all__ = [
 ]
 
 
+#: Seconds FFTW may spend measuring plans for one transform (it keeps the best found so far).
+#: Measuring is slow on a loaded machine (seconds even for small 2-thread plans), and FFTW
+#: keeps its wisdom, so a repeated shape plans instantly either way.
+PLANNING_TIME_LIMIT = 2.0
+
+
 def default_threads() -> int:
     """Number of FFT threads: ``TEMSIM_NUM_THREADS`` or the CPUs this process may use."""
     env = os.environ.get("TEMSIM_NUM_THREADS")
@@ -198,11 +204,12 @@ class FFTPlan:
             axes = (-2, -1)
             self._forward = pyfftw.FFTW(
                 self.buffer, self.buffer, axes=axes, direction="FFTW_FORWARD",
-                flags=("FFTW_MEASURE",), threads=threads,
+                flags=("FFTW_MEASURE",), threads=threads, planning_timelimit=PLANNING_TIME_LIMIT,
             )
             self._backward = pyfftw.FFTW(
                 self.buffer, self.buffer, axes=axes, direction="FFTW_BACKWARD",
                 flags=("FFTW_MEASURE",), threads=threads, normalise_idft=False,
+                planning_timelimit=PLANNING_TIME_LIMIT,
             )
             self.buffer[...] = 0
         else:

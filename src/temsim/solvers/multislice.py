@@ -137,18 +137,32 @@ class SliceStack:
 
 
 def propagate(plan: FFTPlan, stack: SliceStack, start: int = 0, stop: int | None = None,
-              on_slice: Callable[[int], None] | None = None) -> None:
+              on_slice: Callable[[int], None] | None = None, *, end_in_fourier: bool = False) -> None:
     """Propagate the waves held in ``plan.buffer`` through slices ``start … stop−1`` in place.
 
     ``on_slice(i)`` is called after slice ``i`` (for thickness series and progress).
+
+    With ``end_in_fourier=True`` the backward FFT of the last slice is skipped: on return
+    the buffer holds ``F[ψ_exit] / N`` (the unnormalized forward FFT of the exit wave divided
+    by the number of pixels) instead of ``ψ_exit``. A caller that wants the exit wave's
+    spectrum (STEM detectors) so saves one FFT pair; the propagator's phase is kept, so
+    the spectrum is exactly what ``plan.forward()`` after a full propagation gives, / N.
     """
+    last = (stack.num_slices if stop is None else stop) - 1
+    done = False
     for index, t in stack.transmissions(start, stop):
         plan.buffer *= t
         plan.forward()
         plan.buffer *= stack.propagator(index)
-        plan.backward()
+        if end_in_fourier and index == last:
+            done = True
+        else:
+            plan.backward()
         if on_slice is not None:
             on_slice(index)
+    if end_in_fourier and not done:  # no slice in the range: transform the input itself
+        plan.forward()
+        plan.buffer *= 1.0 / (stack.grid.gpts[0] * stack.grid.gpts[1])
 
 
 def check_plane_wave_sampling(grid: Grid, energy: float) -> None:
