@@ -28,6 +28,8 @@ from temsim.phonons import FrozenPhonons  # noqa: E402
 from temsim.solvers.multislice import multislice  # noqa: E402
 from temsim.solvers.stem import scan  # noqa: E402
 from temsim.imaging import diffraction_pattern, hrtem_image  # noqa: E402
+from temsim.solvers.bloch import beam_convergence, bloch, solve_bloch  # noqa: E402
+from temsim.solvers.bloch_probe import bloch_cbed, bloch_scan  # noqa: E402
 from temsim.scan import CustomScan, GridScan, LineScan  # noqa: E402
 from temsim.detectors import (  # noqa: E402
     AnnularDetector,
@@ -64,6 +66,11 @@ __all__ = [
     "multislice",
     "scan",
     "hrtem_image",
+    "bloch",
+    "solve_bloch",
+    "beam_convergence",
+    "bloch_cbed",
+    "bloch_scan",
     "diffraction_pattern",
     "GridScan",
     "LineScan",
