@@ -27,6 +27,7 @@ from temsim.potentials import ArrayPotential, Potential, load_parametrization  #
 from temsim.phonons import FrozenPhonons  # noqa: E402
 from temsim.solvers.multislice import multislice  # noqa: E402
 from temsim.solvers.stem import scan  # noqa: E402
+from temsim.convergence import phonon_convergence  # noqa: E402
 from temsim.imaging import diffraction_pattern, hrtem_image  # noqa: E402
 from temsim.solvers.bloch import beam_convergence, bloch, solve_bloch  # noqa: E402
 from temsim.solvers.bloch_probe import bloch_cbed, bloch_scan  # noqa: E402
@@ -65,6 +66,7 @@ __all__ = [
     "FrozenPhonons",
     "multislice",
     "scan",
+    "phonon_convergence",
     "hrtem_image",
     "bloch",
     "solve_bloch",

@@ -243,6 +243,8 @@ def scan(
     dtype: str = "complex64",
     device: str = "cpu",
     progress: bool | None = None,
+    elastic: bool = False,
+    save_every: int | None = None,
 ) -> xr.Dataset:
     """Scan ``probe`` over ``potential`` and record ``detectors`` in one pass.
 
@@ -258,7 +260,11 @@ def scan(
     scan : GridScan, LineScan or CustomScan, optional
         Probe positions; default the whole cell at the probe's Nyquist step λ/(4α).
     method : {"multislice", "prism"}
-        Solver. ``"prism"`` uses the S-matrix with the given ``interpolation`` factor.
+        Solver. ``"prism"`` uses the S-matrix with the given ``interpolation`` factor
+        (:mod:`temsim.solvers.prism`); its diffraction patterns (and 4D-STEM output) are
+        sampled at the PRISM window's ``fx/Lx × fy/Ly`` instead of the cell's ``1/Lx × 1/Ly``.
+    interpolation : int or (int, int)
+        PRISM interpolation factor f (or (fx, fy)); must divide the cell's grid points.
     batch_size : int, optional
         Probes propagated together; default from ``memory_limit``.
     memory_limit : int, optional
@@ -273,6 +279,14 @@ def scan(
         Continue a killed run from ``<output>.part`` if its parameters match.
     dtype, device, progress
         Precision, ``"cpu"``/``"gpu"``, progress bar (default: on for runs with > 1 batch).
+    elastic : bool
+        Also record the elastic part of every detector, measured on ``|⟨Ψ(k)⟩|²`` (the
+        configuration-averaged amplitude), as ``<name>_elastic``, and the thermal diffuse
+        part ``⟨|Ψ|²⟩ − |⟨Ψ⟩|²`` as ``<name>_diffuse`` (zero without phonons).
+    save_every : int, optional
+        PRISM only: a thickness series — every detector after every ``save_every`` slices
+        (and the last), from the intermediate S-matrices of one run; results gain a leading
+        ``thickness`` dim (Å).
 
     Returns
     -------
@@ -289,22 +303,65 @@ def scan(
         raise InputError("give at least one detector, e.g. detectors={'HAADF': temsim.AnnularDetector(70, 200)}")
     if method not in ("multislice", "prism"):
         raise InputError(f"method must be 'multislice' or 'prism', got {method!r}")
+    if not isinstance(elastic, (bool, np.bool_)):
+        raise InputError(f"elastic must be True or False, got {elastic!r}")
+    if save_every is not None and method != "prism":
+        raise InputError(
+            "save_every (a thickness series from one run) needs method='prism', whose intermediate S-matrices "
+            "give every thickness at once; with multislice, scan potentials of each thickness"
+        )
+    if save_every is not None and output is not None:
+        raise InputError("save_every cannot be combined with output=; stream one thickness per file instead")
     xp = get_namespace(device)
     grid = probe.resolve_grid(potential.grid)
     scan = GridScan() if scan is None else scan
     resolved = scan.resolve(grid.extent, nyquist_sampling(probe.semiangle_cutoff, probe.energy))
-    compiled = {name: det.compile(grid, probe.energy, xp) for name, det in detectors.items()}
-    _probe_tail_warning(probe, grid)
-
+    configurations = _configurations(potential)
     available = available_memory()
+    user_memory_limit = memory_limit
     if memory_limit is None:
         memory_limit = int(min(2 * 1024**3, available // 4))
+
+    thickness_indices: list = [None]
+    thicknesses = None
+    if method == "prism":
+        from temsim.solvers.multislice import _save_indices
+        from temsim.solvers.prism import prism_engine
+
+        save_slices = None if save_every is None else _save_indices(potential.num_slices, save_every)
+        engine = prism_engine(probe, configurations, grid, interpolation, xp, dtype, save_slices=save_slices,
+                              keep_mean=elastic and len(configurations) > 1,
+                              memory_limit=user_memory_limit if user_memory_limit is not None else available // 2,
+                              check_window=False)
+        detector_grid = engine.detector_grid
+        if save_every is not None:
+            thicknesses = engine.thicknesses
+            thickness_indices = list(range(len(thicknesses)))
+    else:
+        detector_grid = grid
+        engine = None
+    base = {name: det.compile(detector_grid, probe.energy, xp) for name, det in detectors.items()}
+    if engine is None:
+        _probe_tail_warning(probe, grid)
+    else:
+        engine.check_window()
+    # output channels: (detector, kind, thickness index) → name in the sink
+    channels = {}
+    for name in base:
+        for t in thickness_indices:
+            suffix = "" if t is None else f"@{t}"
+            channels[name + suffix] = (name, "total", t)
+            if elastic:
+                channels[f"{name}_elastic{suffix}"] = (name, "elastic", t)
+    compiled = {channel: base[name] for channel, (name, _, _) in channels.items()}
+
     n_positions = len(resolved)
     # memory check for in-memory results (4D-STEM in particular)
     probe_values = {}
-    for name, det in compiled.items():
-        dummy = det.measure(xp.zeros((1,) + grid.gpts, dtype=xp.float32))
+    for name, det in base.items():
+        dummy = det.measure(xp.zeros((1,) + detector_grid.gpts, dtype=xp.float32))
         probe_values[name] = tuple(dummy.shape[1:])
+    probe_values = {channel: probe_values[name] for channel, (name, _, _) in channels.items()}
     result_bytes = sum(4 * n_positions * int(np.prod(s)) for s in probe_values.values())
     if output is None and result_bytes > max(memory_limit, available // 2):
         raise MemoryLimitError(
@@ -313,22 +370,26 @@ def scan(
             "crop/bin the pixelated detector (max_angle=, binning=) or scan fewer positions"
         )
     if batch_size is None:
-        batch_size = estimate_batch_size(grid.gpts, memory_limit)
+        batch_size = estimate_batch_size(detector_grid.gpts, memory_limit)
     elif int(batch_size) < 1:
         raise InputError(f"batch_size must be ≥ 1, got {batch_size!r}")
     batch_size = int(min(batch_size, n_positions))
-    needed = BYTES_PER_PROBE_PIXEL * batch_size * grid.gpts[0] * grid.gpts[1]
+    needed = BYTES_PER_PROBE_PIXEL * batch_size * detector_grid.gpts[0] * detector_grid.gpts[1]
     if needed > available:
-        fit = estimate_batch_size(grid.gpts, available // 2)
+        fit = estimate_batch_size(detector_grid.gpts, available // 2)
         raise MemoryLimitError(
             f"a batch of {batch_size} probes needs {needed / 1024**3:.2f} GiB but only {available / 1024**3:.2f} GiB "
             f"is available; use batch_size={fit}"
         )
 
     dim_names = _dim_names(compiled)
-    configurations = _configurations(potential)
     defoci, weights = probe.defocus_samples()
     attrs = _scan_attrs(probe, potential, grid, resolved, method, interpolation, dtype, len(configurations))
+    attrs["elastic"] = int(bool(elastic))
+    if method == "prism":
+        attrs["prism_window"] = list(detector_grid.extent)
+        attrs["prism_window_gpts"] = list(detector_grid.gpts)
+        attrs["prism_plane_waves"] = int(engine.num_beams)
     run_hash = _run_hash({"attrs": attrs, "detectors": {k: repr(v) for k, v in detectors.items()},
                           "positions": resolved.positions.round(9).tolist()})
 
@@ -340,37 +401,121 @@ def scan(
     else:
         sink = _MemorySink(probe_values, n_positions)
 
-    if method == "prism":
-        from temsim.solvers.prism import prism_engine
-
-        engine = prism_engine(probe, configurations, grid, interpolation, xp, dtype)
-    else:
+    if engine is None:
         engine = _MultisliceEngine(probe, configurations, grid, xp, dtype, batch_size)
 
+    # PRISM builds one S-matrix per configuration: loop over configurations outermost
+    config_outer = getattr(engine, "config_outer", False) and (len(configurations) > 1 or elastic)
     n_batches = math.ceil((n_positions - sink.completed) / batch_size)
-    show = progress if progress is not None else n_batches > 1
-    bar = _progress(n_positions, show, f"STEM ({method})")
-    bar.update(sink.completed) if show else None
+    passes = (len(configurations) + (1 if elastic else 0)) if config_outer else 1
+    show = progress if progress is not None else n_batches * passes > 1
+    bar = _progress(n_positions * passes, show, f"STEM ({method})")
+    bar.update(sink.completed * passes) if show else None
     norm = 1.0 / (len(configurations))
     try:
-        for start in range(sink.completed, n_positions, batch_size):
-            positions = resolved.positions[start:start + batch_size]
-            totals = {name: None for name in compiled}
-            for config_index in range(len(configurations)):
-                for defocus, weight in zip(defoci, weights):
-                    intensity = engine.intensities(config_index, positions, float(defocus))
-                    for name, det in compiled.items():
-                        value = det.measure(intensity) * (float(weight) * norm)
-                        totals[name] = value if totals[name] is None else totals[name] + value
-            for name, value in totals.items():
-                sink.write(name, start, to_numpy(value).astype(np.float32))
-            sink.commit(start + len(positions))
-            bar.update(len(positions))
+        if config_outer:
+            _run_config_outer(engine, sink, compiled, channels, base, resolved, batch_size, configurations,
+                              defoci, weights, elastic, xp, bar)
+        else:
+            for start in range(sink.completed, n_positions, batch_size):
+                positions = resolved.positions[start:start + batch_size]
+                totals = {channel: None for channel in channels}
+
+                def add(channel, value):
+                    totals[channel] = value if totals[channel] is None else totals[channel] + value
+
+                for t in thickness_indices:
+                    suffix = "" if t is None else f"@{t}"
+                    extra = {} if t is None else {"thickness_index": t}
+                    for defocus, weight in zip(defoci, weights):
+                        mean = None
+                        for config_index in range(len(configurations)):
+                            if elastic:
+                                amplitude = engine.amplitudes(config_index, positions, float(defocus), **extra)
+                                mean = amplitude if mean is None else mean + amplitude
+                                intensity = diffraction_intensity(amplitude, 1)
+                            else:
+                                intensity = engine.intensities(config_index, positions, float(defocus), **extra)
+                            for name, det in base.items():
+                                add(name + suffix, det.measure(intensity) * (float(weight) * norm))
+                        if elastic:
+                            intensity = diffraction_intensity(mean * norm, 1)
+                            for name, det in base.items():
+                                add(f"{name}_elastic{suffix}", det.measure(intensity) * float(weight))
+                for channel, value in totals.items():
+                    sink.write(channel, start, to_numpy(value).astype(np.float32))
+                sink.commit(start + len(positions))
+                bar.update(len(positions))
     finally:
         bar.close()
         if output is not None and sink.completed < n_positions:
             sink.file.close()
-    return _finalize(compiled, sink, resolved, attrs, output, dim_names)
+    ds = _finalize(compiled, sink, resolved, attrs, output, dim_names)
+    if elastic:
+        for name in base:
+            for t in thickness_indices:
+                suffix = "" if t is None else f"@{t}"
+                diffuse = ds[name + suffix] - ds[f"{name}_elastic{suffix}"]
+                diffuse.attrs = dict(ds[name + suffix].attrs, component="diffuse")
+                ds[f"{name}_diffuse{suffix}"] = diffuse
+                ds[f"{name}_elastic{suffix}"].attrs["component"] = "elastic"
+    if thicknesses is not None:
+        ds = _stack_thickness(ds, thicknesses, len(thickness_indices))
+    return ds
+
+
+def _stack_thickness(ds: xr.Dataset, thicknesses, n: int) -> xr.Dataset:
+    """Join the per-thickness variables ``<name>@<t>`` along a ``thickness`` dim (Å)."""
+    names = sorted({key.rsplit("@", 1)[0] for key in ds.data_vars if "@" in key})
+    coord = xr.DataArray(np.asarray(thicknesses, dtype=float), dims="thickness", attrs={"units": "Å"})
+    variables = {}
+    for name in names:
+        parts = [ds[f"{name}@{t}"] for t in range(n)]
+        joined = xr.concat(parts, dim=coord)
+        joined.attrs = dict(parts[-1].attrs)
+        variables[name] = joined.transpose("thickness", ...)
+    return xr.Dataset(variables, attrs=ds.attrs)
+
+
+def _run_config_outer(engine, sink, compiled, channels, base, resolved, batch_size, configurations,
+                      defoci, weights, elastic, xp, bar) -> None:
+    """Configurations outermost (PRISM: one S-matrix at a time), accumulating in memory.
+
+    With ``elastic`` a last pass assembles the probes from the mean S-matrix (⟨ψ⟩ is linear
+    in it). A file sink receives the results once all passes are done.
+    """
+    from temsim.solvers.prism import MEAN_CONFIGURATION
+
+    n_positions = len(resolved)
+    if sink.completed >= n_positions:
+        return
+    accumulated = {channel: None for channel in channels}
+    norm = 1.0 / len(configurations)
+    passes = [(c, norm, "total") for c in range(len(configurations))]
+    if elastic:
+        passes.append((MEAN_CONFIGURATION if len(configurations) > 1 else 0, 1.0, "elastic"))
+    for config_index, scale, kind in passes:
+        for start in range(0, n_positions, batch_size):
+            positions = resolved.positions[start:start + batch_size]
+            for channel, (name, channel_kind, t) in channels.items():
+                if channel_kind != kind:
+                    continue
+                extra = {} if t is None else {"thickness_index": t}
+                total = None
+                for defocus, weight in zip(defoci, weights):
+                    intensity = engine.intensities(config_index, positions, float(defocus), **extra)
+                    value = base[name].measure(intensity) * (float(weight) * scale)
+                    total = value if total is None else total + value
+                total = to_numpy(total).astype(np.float64)
+                if accumulated[channel] is None:
+                    accumulated[channel] = np.zeros((n_positions,) + total.shape[1:], dtype=np.float64)
+                accumulated[channel][start:start + len(positions)] += total
+            bar.update(len(positions))
+    for start in range(0, n_positions, batch_size):
+        stop = min(n_positions, start + batch_size)
+        for channel in channels:
+            sink.write(channel, start, accumulated[channel][start:stop].astype(np.float32))
+    sink.commit(n_positions)
 
 
 def diffraction_intensity(spectrum, n_pixels: int):
@@ -399,7 +544,7 @@ class _MultisliceEngine:
             self.plans[n] = FFTPlan((n,) + self.grid.gpts, self.xp, self.dtype)
         return self.plans[n]
 
-    def intensities(self, config_index: int, positions, defocus: float):
+    def _exit_spectrum(self, config_index: int, positions, defocus: float) -> FFTPlan:
         xp = self.xp
         plan = self._plan(len(positions))
         if isinstance(plan.buffer, np.ndarray):
@@ -407,9 +552,20 @@ class _MultisliceEngine:
         else:
             plan.load(self.probe.spectrum(self.grid, positions, xp, self.dtype, defocus))
         plan.backward()
-        propagate(plan, self.stacks[config_index])
-        plan.forward()
+        # the last slice's backward FFT and the forward FFT to the detector plane cancel:
+        # stop in Fourier space (buffer = F[ψ_exit]/N) and rescale, one FFT pair fewer
+        propagate(plan, self.stacks[config_index], end_in_fourier=True)
+        plan.buffer *= float(self.n_pixels)
+        return plan
+
+    def intensities(self, config_index: int, positions, defocus: float):
+        plan = self._exit_spectrum(config_index, positions, defocus)
         return diffraction_intensity(plan.buffer, self.n_pixels)
+
+    def amplitudes(self, config_index: int, positions, defocus: float):
+        """Diffraction amplitudes ``F[ψ_exit]/√N`` (a new array; ``|·|²`` = :meth:`intensities`)."""
+        plan = self._exit_spectrum(config_index, positions, defocus)
+        return plan.buffer * (1.0 / math.sqrt(self.n_pixels))
 
 
 def _finalize(compiled, sink, resolved, attrs, output, dim_names) -> xr.Dataset:
