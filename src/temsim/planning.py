@@ -208,10 +208,7 @@ def plan(study: Study, *, progress: bool = True, checkpoint_dir: str | None = No
     if checkpoint_dir is not None:
         os.makedirs(checkpoint_dir, exist_ok=True)
     tasks = [(e, h, i) for e in study.energies for h in ("H0", "H1") for i in range(n_configs)]
-    bar = _progress(len(tasks), progress, "plan: simulations")
-    bar_unit = getattr(bar, "unit", None)
-    if bar_unit:
-        bar.unit = "sim"
+    bar = _progress(len(tasks), progress, "plan: simulations", unit="simulation")
     sims: dict = {}
     for energy, hyp, i in tasks:
         sims[(energy, hyp, i)] = _load_or_simulate(study, configs[hyp][i], energy, position, checkpoint_dir, hyp)

@@ -291,9 +291,9 @@ class _NullBar:
         pass
 
 
-def _progress(total: int, enabled: bool, description: str):
+def _progress(total: int, enabled: bool, description: str, unit: str = "slice"):
     if not enabled:
         return _NullBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=description, unit="slice")
+    return tqdm(total=total, desc=description, unit=unit)

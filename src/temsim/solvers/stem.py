@@ -409,7 +409,7 @@ def scan(
     n_batches = math.ceil((n_positions - sink.completed) / batch_size)
     passes = (len(configurations) + (1 if elastic else 0)) if config_outer else 1
     show = progress if progress is not None else n_batches * passes > 1
-    bar = _progress(n_positions * passes, show, f"STEM ({method})")
+    bar = _progress(n_positions * passes, show, f"STEM ({method})", unit="probe")
     bar.update(sink.completed * passes) if show else None
     norm = 1.0 / (len(configurations))
     try:
