@@ -1,8 +1,6 @@
 """Damage physics against analytic results and hand calculations from the documented formulas."""
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ from temsim.damage import (
     threshold_energy,
 )
 
-RESULTS = Path(__file__).parent / "results"
+from _record import record  # noqa: E402
 M0C2 = 510998.95  # eV
 AMU = 931494102.42  # eV
 R_E = 2.8179403262e-5  # Å
@@ -27,11 +25,7 @@ ALPHA = 7.2973525693e-3
 
 
 def _record(name: str, data: dict) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "damage_validation.json"
-    store = json.loads(path.read_text()) if path.exists() else {}
-    store[name] = data
-    path.write_text(json.dumps(store, indent=2, sort_keys=True))
+    record("damage_validation", name, data)
 
 
 def _image(n=8):

@@ -1,9 +1,7 @@
 """Detector models measured like real detectors: flat-field DQE(0), noise power spectra and
 edge-method MTFs from simulated counts, compared with the models (within 5 %)."""
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,15 +9,11 @@ import xarray as xr
 
 from temsim.noise import apply_noise, detector_model, frequency_grid
 
-RESULTS = Path(__file__).parent / "results"
+from _record import record  # noqa: E402
 
 
 def _record(name: str, data: dict) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "noise_validation.json"
-    store = json.loads(path.read_text()) if path.exists() else {}
-    store[name] = data
-    path.write_text(json.dumps(store, indent=2, sort_keys=True))
+    record("noise_validation", name, data)
 
 
 def _image(values, sampling=1.0):

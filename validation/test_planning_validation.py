@@ -1,6 +1,5 @@
 """Planner validation: end-to-end report, physics sanity on the built-in examples, monotonicity."""
 
-import json
 import math
 import os
 import subprocess
@@ -15,13 +14,11 @@ from temsim import structure
 from temsim.planning import plan
 from temsim.study import Feature, Mode, Study, example_study
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+from _record import record
 
 
 def _record(name, data):
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, name), "w") as f:
-        json.dump(data, f, indent=2, default=float)
+    record("planning_validation", name.removesuffix(".json"), data)
 
 
 def test_cli_graphene_si_end_to_end(tmp_path):
