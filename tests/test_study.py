@@ -67,3 +67,25 @@ def test_missing_site_and_unknown_example():
         example_study("nope")
     with pytest.raises(StudyError, match="valid modes"):
         Mode("XYZ")
+
+
+@pytest.mark.parametrize("name", ["graphene-si", "srtio3-oxygen-vacancy", "cof-missing-linker"])
+def test_built_in_examples_fit_their_grids_at_every_energy(name):
+    """Every example's detectors and apertures are representable at all its energies."""
+    from temsim.planning import check_study
+
+    study = example_study(name)
+    h0, h1, position = study.hypotheses()
+    check_study(study, h0)
+    assert len(h1) != len(h0) or sorted(h1.get_chemical_symbols()) != sorted(h0.get_chemical_symbols())
+
+
+def test_plan_refuses_an_unrepresentable_detector_before_simulating():
+    from dataclasses import replace
+
+    from temsim.errors import SamplingError
+    from temsim.planning import plan
+
+    study = replace(example_study("graphene-si"), modes=(Mode("HAADF", 60.0, 400.0),))
+    with pytest.raises(SamplingError, match="use sampling"):
+        plan(study, progress=False)

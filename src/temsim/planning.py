@@ -73,6 +73,24 @@ def _stem_detectors(study: Study, grid, energy):
     return detectors
 
 
+def check_study(study: Study, atoms) -> None:
+    """Validate every energy's detectors and apertures against the grid before simulating.
+
+    Raises the same errors the simulations would (e.g. a detector angle beyond the band
+    limit, with the sampling needed) before any time is spent.
+    """
+    potential = Potential(atoms, sampling=study.sampling, slice_thickness=study.slice_thickness)
+    grid = potential.grid
+    for energy in study.energies:
+        for detector in _stem_detectors(study, grid, energy).values():
+            detector.compile(grid, energy, np)
+        if any(m.kind != "image" for m in study.modes):
+            Probe(energy=energy, semiangle_cutoff=study.semiangle_cutoff, aberrations=study.aberrations,
+                  focal_spread=study.focal_spread).resolve_grid(grid)
+        if any(m.kind == "image" for m in study.modes):
+            grid.check_angle(study.semiangle_cutoff, energy, "the objective aperture")
+
+
 def simulate_rates(study: Study, atoms, energy: float, position, progress=None) -> dict:
     """Noise-free simulated signals of every mode for one structure (one phonon configuration).
 
@@ -203,6 +221,7 @@ def plan(study: Study, *, progress: bool = True, checkpoint_dir: str | None = No
         ``table`` (one dict per mode × energy), ``dataset`` (xarray, everything), ``signals``.
     """
     h0, h1, position = study.hypotheses()
+    check_study(study, h0)
     configs = {"H0": _configurations(study, h0), "H1": _configurations(study, h1)}
     n_configs = len(configs["H0"])
     if checkpoint_dir is not None:

@@ -295,7 +295,7 @@ def _srtio3_vacancy() -> Study:
         energies=(200e3, 300e3),
         modes=(Mode("HAADF", 70.0, 160.0), Mode("ABF"), Mode("iDPC")),
         semiangle_cutoff=20.0,
-        sampling=0.05,
+        sampling=0.04,
         scan_step=0.3,
         window=3.0,
         slice_thickness=3.905 / 2,
