@@ -17,7 +17,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 import temsim  # noqa: E402
 from temsim.convergence import phonon_convergence  # noqa: E402

@@ -34,14 +34,10 @@ def single_atom(symbol, xy=(4.0, 4.0), z=1.0, cell=(8.0, 8.0, 2.0)):
 
 
 def strontium_titanate(reps=(2, 2, 2)):
-    a = 3.905
-    unit = Atoms(
-        "SrTiO3",
-        scaled_positions=[(0, 0, 0), (0.5, 0.5, 0.5), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)],
-        cell=[a, a, a],
-        pbc=True,
-    )
-    return unit.repeat(reps)
+    """SrTiO3 [001] (Sr at the corner, Ti at the body centre, O at the face centres), repeated."""
+    from temsim.structure import srtio3
+
+    return srtio3().repeat(reps)
 
 
 # ------------------------------------------------------------------ parametrizations

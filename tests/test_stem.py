@@ -1,5 +1,3 @@
-import math
-import os
 import tracemalloc
 
 import array_api_strict

@@ -1,7 +1,6 @@
 """Planner validation: end-to-end report, physics sanity on the built-in examples, monotonicity."""
 
 import math
-import os
 import subprocess
 import sys
 from dataclasses import replace

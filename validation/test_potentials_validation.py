@@ -33,14 +33,10 @@ def record(name: str, data: dict) -> None:
 
 
 def strontium_titanate(reps):
-    a = 3.905
-    unit = Atoms(
-        "SrTiO3",
-        scaled_positions=[(0, 0, 0), (0.5, 0.5, 0.5), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)],
-        cell=[a, a, a],
-        pbc=True,
-    )
-    return unit.repeat(reps)
+    """SrTiO3 [001] (Sr at the corner, Ti at the body centre, O at the face centres), repeated."""
+    from temsim.structure import srtio3
+
+    return srtio3().repeat(reps)
 
 
 @pytest.mark.slow

@@ -22,10 +22,8 @@ import xarray as xr
 
 import temsim
 from temsim import detection
-from temsim.detectors import AnnularDetector, PixelatedDetector, SegmentedDetector, integrate_gradient
-from temsim.errors import StudyError
+from temsim.detectors import AnnularDetector, PixelatedDetector, SegmentedDetector
 from temsim.imaging import hrtem_image
-from temsim.optics import Aberrations
 from temsim.potentials import Potential
 from temsim.scan import GridScan
 from temsim.solvers.multislice import _progress, multislice

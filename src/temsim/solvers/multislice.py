@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Callable, Iterable, Sequence
+from typing import Callable
 
 import numpy as np
 import xarray as xr
@@ -118,6 +118,7 @@ class SliceStack:
         """Yield ``(index, transmission)`` for slices ``start … stop−1``, computing lazily."""
         stop = self.num_slices if stop is None else stop
         pending = None
+        pending_index = -1
         for index in range(start, stop):
             key = self.potential.slice_key(index)
             if key in self._transmissions:
