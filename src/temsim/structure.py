@@ -281,7 +281,7 @@ def zone_axis(
     (4, [3.84, 5.43, 3.84])
     """
     atoms = as_atoms(atoms)
-    uvw = _zone_indices(indices)
+    uvw = zone_axis_indices(indices)
     max_repetitions = _check_repetitions(max_repetitions)
     tolerance = _check_tolerance(tolerance)
     if not (isinstance(symprec, (int, float)) and math.isfinite(symprec) and symprec > 0):
@@ -348,7 +348,8 @@ def _check_tolerance(tolerance) -> float:
     return max(value, 1e-9)
 
 
-def _zone_indices(indices) -> np.ndarray:
+def zone_axis_indices(indices) -> np.ndarray:
+    """Validated zone-axis indices [u, v, w] as integers, reduced by their common divisor."""
     try:
         values = np.asarray(indices, dtype=float)
     except (TypeError, ValueError):

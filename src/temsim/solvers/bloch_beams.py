@@ -101,20 +101,12 @@ class OrientedCrystal:
 
 
 def _zone_indices(zone_axis) -> tuple[int, int, int]:
+    from temsim.structure import zone_axis_indices
+
     try:
-        values = np.asarray(zone_axis, dtype=float)
-    except (TypeError, ValueError):
-        raise InputError(f"zone_axis must be three integers (u, v, w), got {zone_axis!r}") from None
-    if values.shape != (3,) or not np.all(np.isfinite(values)):
-        raise InputError(f"zone_axis must be three integers (u, v, w), got {zone_axis!r}")
-    if not np.all(values == np.round(values)):
-        raise InputError(
-            f"zone_axis indices must be integers, got {values.tolist()}: multiply by a common factor "
-            "(e.g. (0.5, 0.5, 0) → (1, 1, 0)); for a small misorientation give tilt=(θx, θy) in mrad instead"
-        )
-    if not np.any(values):
-        raise InputError("zone_axis (0, 0, 0) has no direction; give e.g. (0, 0, 1)")
-    return tuple(int(v) for v in values)
+        return tuple(int(v) for v in zone_axis_indices(zone_axis))
+    except StructureError as err:
+        raise InputError(f"{err}; for a small misorientation give tilt=(θx, θy) in mrad instead") from None
 
 
 def _check_bulk(atoms) -> None:
