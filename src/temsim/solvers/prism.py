@@ -302,6 +302,7 @@ class PrismEngine:
         ix = xp.asarray(_crop_indices(grid.gpts[0], self.cropped_gpts[0]))
         iy = xp.asarray(_crop_indices(grid.gpts[1], self.cropped_gpts[1]))
         saved = set(self.save_slices)
+        last = stack.num_slices - 1
         order = {s: t for t, s in enumerate(self.save_slices)}
         matrices = [xp.zeros((self.num_beams,) + self.cropped_gpts, dtype=cdtype) for _ in self.save_slices]
         x = grid.x()
@@ -325,12 +326,17 @@ class PrismEngine:
             def snapshot(index, start=start, n=n):
                 if index not in saved:
                     return
-                spectrum = fft2(plan.buffer[:n, ...])
+                if index == last:
+                    # end_in_fourier: the buffer already holds F[ψ_exit] / N_full, so the
+                    # last backward FFT and a forward FFT of the full batch are skipped.
+                    spectrum, factor = plan.buffer[:n, ...], float(n_small)
+                else:
+                    spectrum, factor = fft2(plan.buffer[:n, ...]), scale
                 cropped = xp.take(xp.take(spectrum, ix, axis=1), iy, axis=2)
-                waves = xp.astype(ifft2(cropped * scale), cdtype)
+                waves = xp.astype(ifft2(cropped * factor), cdtype)
                 matrices[order[index]][start:start + n, ...] = waves
 
-            propagate(plan, stack, on_slice=snapshot)
+            propagate(plan, stack, on_slice=snapshot, end_in_fourier=True)
         return matrices
 
     # ------------------------------------------------------------------ probes
@@ -372,7 +378,9 @@ class PrismEngine:
         xp = self.xp
         nwx, nwy = self.window_gpts
         ncx, ncy = self.cropped_gpts
-        tile = (max(1, nwx // 4), max(1, nwy // 4))
+        # Probes are grouped by window origin on tiles of half a window: the slab covering a
+        # group is at most 1.5 windows wide, and the groups stay large enough for efficient GEMMs.
+        tile = (max(1, nwx // 2), max(1, nwy // 2))
         keys = np.stack([starts[:, 0] // tile[0], starts[:, 1] // tile[1]], axis=1)
         _, group = np.unique(keys, axis=0, return_inverse=True)
         group = np.asarray(group).reshape(-1)
@@ -432,10 +440,13 @@ class PrismEngine:
     def intensities(self, config_index: int, positions, defocus_offset: float = 0.0, thickness_index: int = -1):
         """Diffraction intensities ``(n, *detector_grid.gpts)`` (fractions of the beam), FFT order."""
         xp = self.xp
-        spectrum = self.amplitudes(config_index, positions, defocus_offset, thickness_index)
+        waves = xp.asarray(self.windows(config_index, positions, defocus_offset, thickness_index))
+        spectrum = fft2(waves)
         real = xp.real(spectrum)
         imag = xp.imag(spectrum)
-        return real * real + imag * imag
+        # |.|² on the window's own (smaller) grid, then zero-padded: the padding is zeros either way.
+        intensity = (real * real + imag * imag) * (1.0 / (self.window_gpts[0] * self.window_gpts[1]))
+        return self._pad(xp.astype(intensity, xp.float32 if self.dtype == "complex64" else xp.float64))
 
     def check_window(self) -> float:
         """Warn (:class:`AccuracyWarning`) if > 2% of the probe lies outside the window.
