@@ -301,17 +301,7 @@ def _structure_factor_3d(reference, g3) -> np.ndarray:
     return out * (SCATTERING_FACTOR_TO_VOLT_A2 / reference.volume)
 
 
-def _rotation_onto_z(direction: np.ndarray) -> np.ndarray:
-    d = np.asarray(direction, dtype=float) / np.linalg.norm(direction)
-    z = np.array([0.0, 0.0, 1.0])
-    axis = np.cross(d, z)
-    sine = np.linalg.norm(axis)
-    cosine = float(d @ z)
-    if sine < 1e-12:
-        return np.eye(3) if cosine > 0 else np.diag([1.0, -1.0, -1.0])
-    k = axis / sine
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + sine * kx + (1 - cosine) * (kx @ kx)
+from temsim.structure import _rotation_onto_z  # noqa: E402  (one rotation for zone axes)
 
 
 # ---------------------------------------------------------------------------- beams
