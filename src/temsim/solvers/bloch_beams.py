@@ -204,9 +204,10 @@ def structure_factors(crystal: OrientedCrystal, g, parametrization: str | Parame
     Parameters
     ----------
     crystal : OrientedCrystal
-        The oriented crystal.
-    g : (N, 2) array
-        Lateral reciprocal vectors (1/Å) in the oriented frame (g_z = 0, zero-order Laue zone).
+        The oriented crystal (any object with ``atoms`` and ``volume``).
+    g : (N, 2) or (N, 3) array
+        Reciprocal vectors (1/Å) in the crystal's frame: lateral (g_x, g_y) for the zero-order
+        Laue zone (g_z = 0), or (g_x, g_y, g_z) with g_z = l / period for Laue zone l.
     parametrization : {"lobato", "kirkland"} or Parametrization
         Electron scattering factors (the same tables as the multislice potential).
     b_factors : float, mapping element → float, FrozenPhonons or None
@@ -220,9 +221,13 @@ def structure_factors(crystal: OrientedCrystal, g, parametrization: str | Parame
     """
     p = load_parametrization(parametrization)
     atoms = crystal.atoms
-    g = np.asarray(g, dtype=float).reshape(-1, 2)
-    k = np.hypot(g[:, 0], g[:, 1])
-    positions = np.asarray(atoms.positions)[:, :2]
+    g = np.asarray(g, dtype=float)
+    dim = g.shape[-1] if g.ndim > 1 else 2
+    if dim not in (2, 3):
+        raise InputError(f"reciprocal vectors must have 2 (lateral) or 3 components, got shape {g.shape}")
+    g = g.reshape(-1, dim)
+    k = np.linalg.norm(g, axis=1)
+    positions = np.asarray(atoms.positions)[:, :dim]
     numbers = np.asarray(atoms.numbers)
     b = _b_per_atom(atoms, b_factors)
     out = np.zeros(len(g), dtype=np.complex128)
@@ -265,7 +270,7 @@ def _find_rotation(original_atoms, crystal: OrientedCrystal) -> np.ndarray | Non
     from types import SimpleNamespace
 
     reference = SimpleNamespace(atoms=original_atoms, volume=abs(np.linalg.det(cell)))
-    v0 = np.abs(_structure_factor_3d(reference, hkl @ reciprocal))
+    v0 = np.abs(structure_factors(reference, hkl @ reciprocal))
     strain = float(crystal.atoms.info.get("orthogonalization", {}).get("max_strain", 0.0))
     tol = 1e-4 + 5 * strain
     strongest = int(np.argmax(v1 / (1 + np.hypot(g1[:, 0], g1[:, 1]))))
@@ -288,17 +293,6 @@ def _find_rotation(original_atoms, crystal: OrientedCrystal) -> np.ndarray | Non
         if ok:
             return spin @ r0
     return None
-
-
-def _structure_factor_3d(reference, g3) -> np.ndarray:
-    p = load_parametrization("lobato")
-    atoms = reference.atoms
-    k = np.linalg.norm(g3, axis=1)
-    out = np.zeros(len(g3), dtype=np.complex128)
-    for Z in np.unique(atoms.numbers):
-        pick = atoms.numbers == Z
-        out += np.asarray(p.scattering_factor(int(Z), k)) * np.exp(-2j * math.pi * g3 @ atoms.positions[pick].T).sum(1)
-    return out * (SCATTERING_FACTOR_TO_VOLT_A2 / reference.volume)
 
 
 from temsim.structure import _rotation_onto_z  # noqa: E402  (one rotation for zone axes)
@@ -378,7 +372,8 @@ def _in_lattice(nn: np.ndarray, basis) -> np.ndarray:
 
 
 def select_beams(crystal: OrientedCrystal, energy: float, g_max: float, excitation_error_max: float,
-                 tilt=(0.0, 0.0), parametrization="lobato", b_factors=None, offset=(0.0, 0.0)) -> BeamSet:
+                 tilt=(0.0, 0.0), parametrization="lobato", b_factors=None, offset=(0.0, 0.0),
+                 along_beam: bool = False) -> BeamSet:
     """Reflections with ``|g + offset| ≤ g_max`` and ``|s_g| ≤ excitation_error_max``.
 
     Only reflections the projected crystal couples to the transmitted beam are kept: those
@@ -400,6 +395,10 @@ def select_beams(crystal: OrientedCrystal, energy: float, g_max: float, excitati
     offset : (float, float)
         Lateral wavevector (1/Å) of the incident partial wave relative to the frame (the
         convergent-beam solver uses it; 0 for a plane wave).
+    along_beam : bool
+        Couple through the 3-D crystal (higher-order Laue zones): a lateral reflection is
+        allowed when any Laue zone l (|l| ≤ 3) has a non-zero structure factor there (in
+        Si [110] the reflections forbidden in projection are then reached).
     """
     lam = wavelength(energy)
     Lx, Ly = crystal.extent
@@ -421,7 +420,12 @@ def select_beams(crystal: OrientedCrystal, energy: float, g_max: float, excitati
     m2 = np.arange(-2 * ny, 2 * ny + 1)
     dd = np.stack(np.meshgrid(n2, m2, indexing="ij"), -1).reshape(-1, 2)
     dd = dd[np.hypot(dd[:, 0] / Lx, dd[:, 1] / Ly) <= 2 * g_max + 2 * max(abs(offset[0]), abs(offset[1])) + 1e-9]
-    v = np.abs(structure_factors(crystal, dd / np.array([Lx, Ly]), parametrization, b_factors))
+    q = dd / np.array([Lx, Ly])
+    v = np.abs(structure_factors(crystal, q, parametrization, b_factors))
+    if along_beam:
+        for ll in (1, -1, 2, -2, 3, -3):
+            q3 = np.column_stack([q, np.full(len(q), ll / crystal.period)])
+            v = np.maximum(v, np.abs(structure_factors(crystal, q3, parametrization, b_factors)))
     v0 = np.abs(structure_factors(crystal, np.zeros((1, 2)), parametrization, b_factors))[0]
     allowed = dd[(v > _FORBIDDEN * v0) & np.any(dd != 0, axis=1)]
     if len(allowed):
