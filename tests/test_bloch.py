@@ -109,6 +109,24 @@ def test_miller_labels_si110_and_forbidden_points_pruned():
     assert np.all((parity == parity[:, :1]).all(axis=1))
 
 
+def test_miller_labels_follow_the_recorded_rotation_for_any_input_frame():
+    """Labels come from zone_axis's rotation: a rotated input cell gives the same hkl, and each
+    label's reciprocal vector, rotated, is the beam's g."""
+    atoms = bulk("Si", cubic=True)
+    turned = atoms.copy()
+    turned.rotate(37.0, (0.3, -0.5, 0.8), rotate_cell=True)
+    for given in (atoms, turned):
+        sol = solve_bloch(given, E, (1, 1, 0), g_max=1.2)
+        rotation = np.asarray(sol.crystal.atoms.info["zone_axis_rotation"])
+        g3 = sol.beams.hkl @ np.linalg.inv(np.asarray(given.cell)).T @ rotation.T
+        np.testing.assert_allclose(g3[:, :2], sol.beams.g, atol=1e-9)
+        np.testing.assert_allclose(g3[:, 2], 0.0, atol=1e-9)
+        labels = sorted(map(tuple, sol.beams.hkl.astype(int)))
+        if given is atoms:
+            reference = labels
+    assert labels == reference
+
+
 def test_exit_wave_diffraction_matches_beams(sto):
     from temsim.imaging import diffraction_pattern
 

@@ -264,8 +264,10 @@ def zone_axis(
     Returns
     -------
     ase.Atoms
-        Copy with a diagonal cell, all atoms wrapped into it, and ``info["zone_axis"]``
-        recording the indices.
+        Copy with a diagonal cell, all atoms wrapped into it, ``info["zone_axis"]``
+        recording the indices and ``info["zone_axis_rotation"]`` the rotation R (3×3) taking
+        the given Cartesian frame to the new one (``r_new = R r`` up to a translation), from
+        which Miller indices of the given cell follow.
 
     Raises
     ------
@@ -326,6 +328,7 @@ def zone_axis(
     rows = np.array([x_row, y_row, along_beam])
     result = _build_orthogonal(rotated, rows, wrap_beam=True)
     result.info["zone_axis"] = uvw.tolist()
+    result.info["zone_axis_rotation"] = rotation.tolist()
     return result
 
 

@@ -64,8 +64,9 @@ class OrientedCrystal:
     original_cell : (3, 3) ndarray
         The given cell (rows a, b, c; Å), for Miller indices.
     rotation : (3, 3) ndarray or None
-        Rotation taking the given frame to the oriented one (None when it could not be
-        identified; Miller indices are then NaN).
+        Rotation taking the given frame to the oriented one, as recorded by
+        :func:`temsim.structure.zone_axis` in ``info["zone_axis_rotation"]`` (None: unknown,
+        Miller indices are then NaN).
     """
 
     atoms: object
@@ -160,9 +161,9 @@ def orient_crystal(atoms, zone_axis=(0, 0, 1)) -> OrientedCrystal:
             f"planes (more than {MAX_VACUUM_GAP:g} Å): it looks like a slab with vacuum, not a periodic crystal "
             "along the beam; use temsim.multislice for slabs"
         )
-    crystal = OrientedCrystal(oriented, uvw, np.asarray(atoms.cell, dtype=float).copy(), None)
-    rotation = _find_rotation(atoms, crystal)
-    return OrientedCrystal(oriented, uvw, crystal.original_cell, rotation)
+    rotation = oriented.info.get("zone_axis_rotation")
+    return OrientedCrystal(oriented, uvw, np.asarray(atoms.cell, dtype=float).copy(),
+                           None if rotation is None else np.asarray(rotation, dtype=float))
 
 
 # ---------------------------------------------------------------------------- structure factors
@@ -238,64 +239,6 @@ def structure_factors(crystal: OrientedCrystal, g, parametrization: str | Parame
             phase = np.exp(-2j * math.pi * (g @ positions[pick].T)).sum(axis=1)
             out += f * np.exp(-bj * k**2 / 4) * phase
     return out * (SCATTERING_FACTOR_TO_VOLT_A2 / crystal.volume)
-
-
-def _find_rotation(original_atoms, crystal: OrientedCrystal) -> np.ndarray | None:
-    """Rotation R (original → oriented frame), identified from the reciprocal lattices.
-
-    The zone axis is rotated onto z (Rodrigues); the remaining angle about z is the one that
-    maps the original crystal's zero-order-Laue-zone structure-factor magnitudes onto those of
-    the oriented cell (symmetry-equivalent choices give symmetry-equivalent labels).
-    """
-    cell = crystal.original_cell
-    direction = np.asarray(crystal.zone_axis, dtype=float) @ cell
-    r0 = _rotation_onto_z(direction)
-    reciprocal = np.linalg.inv(cell).T  # rows a*, b*, c*
-    Lx, Ly = crystal.extent
-    # oriented-cell reflections: the strongest short ones
-    n = np.arange(-4, 5)
-    nn = np.stack(np.meshgrid(n, n, indexing="ij"), -1).reshape(-1, 2)
-    nn = nn[np.any(nn != 0, axis=1)]
-    g1 = nn / np.array([Lx, Ly])
-    v1 = np.abs(structure_factors(crystal, g1))
-    keep = v1 > 1e-6 * v1.max()
-    g1, v1 = g1[keep], v1[keep]
-    # original-cell reflections in the zero-order Laue zone, rotated by r0
-    m = np.arange(-8, 9)
-    hkl = np.stack(np.meshgrid(m, m, m, indexing="ij"), -1).reshape(-1, 3)
-    hkl = hkl[(hkl @ np.asarray(crystal.zone_axis) == 0) & np.any(hkl != 0, axis=1)]
-    g0 = (hkl @ reciprocal) @ r0.T
-    if np.any(np.abs(g0[:, 2]) > 1e-6):  # pragma: no cover - geometry bug
-        return None
-    from types import SimpleNamespace
-
-    reference = SimpleNamespace(atoms=original_atoms, volume=abs(np.linalg.det(cell)))
-    v0 = np.abs(structure_factors(reference, hkl @ reciprocal))
-    strain = float(crystal.atoms.info.get("orthogonalization", {}).get("max_strain", 0.0))
-    tol = 1e-4 + 5 * strain
-    strongest = int(np.argmax(v1 / (1 + np.hypot(g1[:, 0], g1[:, 1]))))
-    target = g1[strongest]
-    length = np.hypot(*target)
-    close = np.flatnonzero((np.abs(np.hypot(g0[:, 0], g0[:, 1]) - length) < 0.02 * length)
-                           & (np.abs(v0 - v1[strongest]) < tol * v1[strongest]))
-    for i in close:
-        phi = math.atan2(target[1], target[0]) - math.atan2(g0[i, 1], g0[i, 0])
-        spin = np.array([[math.cos(phi), -math.sin(phi), 0], [math.sin(phi), math.cos(phi), 0], [0, 0, 1.0]])
-        mapped = g0 @ spin.T
-        # every oriented reflection must be found among the mapped ones with the same |V|
-        ok = True
-        for gv, vv in zip(g1, v1):
-            d = np.hypot(mapped[:, 0] - gv[0], mapped[:, 1] - gv[1])
-            j = int(np.argmin(d))
-            if d[j] > 0.02 * np.hypot(*gv) or abs(v0[j] - vv) > tol * max(vv, 1e-12):
-                ok = False
-                break
-        if ok:
-            return spin @ r0
-    return None
-
-
-from temsim.structure import _rotation_onto_z  # noqa: E402  (one rotation for zone axes)
 
 
 # ---------------------------------------------------------------------------- beams
