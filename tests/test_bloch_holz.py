@@ -95,3 +95,18 @@ def test_holz_bad_input():
         solve_bloch(srtio3(), E, (0, 0, 1), g_max=1.0, holz="yes")
     with pytest.raises(InputError, match="holz_slice"):
         solve_bloch(srtio3(), E, (0, 0, 1), g_max=1.0, holz=True, holz_slice=-0.1)
+
+
+def test_holz_convergent_beam_conserves_the_probe():
+    """CBED of the 3-D crystal: every partial wave solved with holz=True; the pattern holds the
+    whole probe (no absorption) and differs from the projected model."""
+    from temsim.optics import Aberrations
+    from temsim.solvers.bloch_probe import bloch_cbed
+    from temsim.waves import Probe
+
+    probe = Probe(E, 4.0, Aberrations(C10=-20.0))
+    kwargs = dict(thickness=[300.0], repetitions=(2, 2), sampling=0.15, g_max=1.5)
+    flat = bloch_cbed(probe, srtio3(), (0, 0, 1), **kwargs)
+    deep = bloch_cbed(probe, srtio3(), (0, 0, 1), holz=True, holz_slice=0.5, **kwargs)
+    assert float(deep.sum()) == pytest.approx(1.0, abs=1e-6)
+    assert float(np.abs(deep - flat).max()) > 1e-5

@@ -49,10 +49,15 @@ def available_memory() -> int:
     return 8 * 1024**3
 
 
-def estimate_batch_size(gpts, memory_limit: int) -> int:
-    """Largest number of probes whose working arrays fit in ``memory_limit`` bytes (≥ 1, ≤ 256)."""
+def estimate_batch_size(gpts, memory_limit: int, cap: int = 256) -> int:
+    """Largest number of probes whose working arrays fit in ``memory_limit`` bytes (≥ 1, ≤ ``cap``).
+
+    PRISM uses ``cap=1024``: its probes are cut from one S-matrix in groups whose windows
+    overlap, and a batch of several scan rows lets the groups be compact (less of each
+    group's matrix product is wasted on pixels outside the members' windows).
+    """
     per_probe = BYTES_PER_PROBE_PIXEL * gpts[0] * gpts[1]
-    return int(max(1, min(256, memory_limit // per_probe)))
+    return int(max(1, min(int(cap), memory_limit // per_probe)))
 
 
 def _configurations(potential):
@@ -370,7 +375,7 @@ def scan(
             "crop/bin the pixelated detector (max_angle=, binning=) or scan fewer positions"
         )
     if batch_size is None:
-        batch_size = estimate_batch_size(detector_grid.gpts, memory_limit)
+        batch_size = estimate_batch_size(detector_grid.gpts, memory_limit, cap=1024 if method == "prism" else 256)
     elif int(batch_size) < 1:
         raise InputError(f"batch_size must be ≥ 1, got {batch_size!r}")
     batch_size = int(min(batch_size, n_positions))
