@@ -118,7 +118,8 @@ class ConvergentBeamSolution:
 def solve_convergent_beam(probe, atoms, zone_axis=(0, 0, 1), thickness=(100.0,), *, repetitions=(4, 4),
                           sampling=None, g_max: float | None = 3.0, excitation_error_max: float | None = None,
                           parametrization="lobato", b_factors=None, device: str = "cpu",
-                          potential_cutoff: float | None = None, holz: bool = False) -> ConvergentBeamSolution:
+                          potential_cutoff: float | None = None, holz: bool = False,
+                          holz_slice: float | None = None) -> ConvergentBeamSolution:
     """Solve the Bloch problem for every partial wave of ``probe`` (see module docstring).
 
     Parameters
@@ -137,7 +138,7 @@ def solve_convergent_beam(probe, atoms, zone_axis=(0, 0, 1), thickness=(100.0,),
         cost ∝ their number).
     sampling : float, optional
         Grid sampling (Å), default 0.05 Å.
-    g_max, excitation_error_max, parametrization, b_factors, device, potential_cutoff, holz
+    g_max, excitation_error_max, parametrization, b_factors, device, potential_cutoff, holz, holz_slice
         As for :func:`temsim.solvers.bloch.solve_bloch`; beams are selected per direction
         (|g| ≤ g_max relative to that partial wave).
     """
@@ -163,7 +164,8 @@ def solve_convergent_beam(probe, atoms, zone_axis=(0, 0, 1), thickness=(100.0,),
         solutions.append(solve_bloch(None, probe.energy, zone_axis, g_max=g_max,
                                      excitation_error_max=excitation_error_max, tilt=tilt,
                                      parametrization=parametrization, b_factors=b_factors, device=device,
-                                     potential_cutoff=potential_cutoff, crystal=crystal, holz=holz))
+                                     potential_cutoff=potential_cutoff, crystal=crystal, holz=holz,
+                                     holz_slice=holz_slice))
     return ConvergentBeamSolution(probe, crystal, reps, grid, directions, solutions, t)
 
 
