@@ -202,3 +202,19 @@ def test_dataset_labels_and_defaults_are_recorded():
     assert ds.attrs["g_max"] == 1.0 and ds.attrs["num_beams"] == ds.sizes["beam"]
     assert (int(ds.h[0]), int(ds.k[0]), int(ds.l[0])) == (0, 0, 0)
     assert set(map(int, np.abs(ds.h.values))) <= {0, 1, 2, 3}
+
+
+def test_symmetry_reduction_gives_the_full_solution():
+    """Untilted incidence: one row per orbit of symmetry-equivalent beams, same amplitudes to 1e-10."""
+    t = np.arange(0.0, 1001.0, 50.0)
+    for atoms, uvw in ((srtio3(), (0, 0, 1)), (bulk("Si", cubic=True), (1, 1, 0))):
+        reduced = solve_bloch(atoms, E, uvw, g_max=2.5)
+        full = solve_bloch(atoms, E, uvw, g_max=2.5, symmetry=False)
+        assert reduced.expansion is not None and full.expansion is None
+        assert reduced.settings["symmetry_orbits"] < reduced.num_beams / 1.9
+        np.testing.assert_allclose(reduced.amplitudes(t), full.amplitudes(t), atol=1e-10)
+    # SrTiO3 [001] is 4mm: the reduction is about eightfold
+    sto = solve_bloch(srtio3(), E, (0, 0, 1), g_max=2.5)
+    assert sto.settings["symmetry_orbits"] < sto.num_beams / 6
+    # a tilt breaks the symmetry: no reduction
+    assert solve_bloch(srtio3(), E, (0, 0, 1), g_max=2.5, tilt=(1.0, 0.0)).expansion is None

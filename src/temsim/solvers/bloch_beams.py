@@ -372,7 +372,9 @@ def select_beams(crystal: OrientedCrystal, energy: float, g_max: float, excitati
     v0 = np.abs(structure_factors(crystal, np.zeros((1, 2)), parametrization, b_factors))[0]
     allowed = dd[(v > _FORBIDDEN * v0) & np.any(dd != 0, axis=1)]
     if len(allowed):
-        basis = _lattice_2d(allowed)
+        # the 200 shortest allowed reflections contain a basis of the coupling lattice
+        shortest = allowed[np.argsort(np.hypot(allowed[:, 0] / Lx, allowed[:, 1] / Ly), kind="stable")[:200]]
+        basis = _lattice_2d(shortest)
         if basis[0] is not None:
             on = _in_lattice(nn, basis)
             nn, g, s = nn[on], g[on], s[on]
