@@ -448,17 +448,19 @@ def solve_bloch(atoms, energy: float, zone_axis=(0, 0, 1), *, g_max: float | Non
         gamma, c, alpha = propagator_modes(propagator, xp)
         v0 = structure_factors(crystal, beams.g, parametrization, b_factors)
         return BlochWaves(crystal, beams, energy, tilt, v0, gamma, c, alpha, settings, propagator)
-    v = _potential_matrix(crystal, beams.indices, parametrization, b_factors, potential_cutoff)
     centre = _inversion_centre(crystal) if kappa == 0 else None
+    if centre is not None and symmetry and tilt == (0.0, 0.0):
+        solution = _solve_symmetric(crystal, beams, energy, tilt, centre, parametrization, b_factors,
+                                    potential_cutoff, settings, xp)
+        if solution is not None:
+            return solution
+    v = _potential_matrix(crystal, beams.indices, parametrization, b_factors, potential_cutoff)
     if centre is not None:
         # with the origin on an inversion centre of the projection V_g is real: a real
         # symmetric eigenproblem (several times faster); φ = D^H φ' with D = diag(e^{2πi g·c})
         d = np.exp(2j * math.pi * (beams.g @ centre))
         v_real = np.real(v * d[:, None] * np.conj(d)[None, :])
         a = xp.real(structure_matrix(xp.asarray(beams.g), xp.asarray(v_real), energy, tilt_k, 0.0))
-        orbit = _beam_orbits(beams, to_numpy(a), crystal.extent) if symmetry and tilt == (0.0, 0.0) else None
-        if orbit is not None:
-            return _solve_symmetric(crystal, beams, energy, tilt, v, a, d, orbit, settings, xp)
         gamma, c = xp.linalg.eigh(a)
         gamma = xp.astype(gamma, xp.complex128)
         c = xp.asarray(np.conj(d))[:, None] * xp.astype(c, xp.complex128)
@@ -479,33 +481,34 @@ _OPERATIONS = [np.array(m) for m in ([[1, 0], [0, 1]], [[-1, 0], [0, -1]], [[-1,
 _SQUARE_OPERATIONS = [np.array(m) for m in ([[0, 1], [1, 0]], [[0, -1], [-1, 0]], [[0, -1], [1, 0]], [[0, 1], [-1, 0]])]
 
 
-def _beam_orbits(beams: BeamSet, a: np.ndarray, extent) -> np.ndarray | None:
+def _beam_orbits(beams: BeamSet, table: np.ndarray, span: int, extent) -> np.ndarray | None:
     """Orbit index of every beam under the symmetry of the structure matrix, or None.
 
     An operation R of the zone-axis cell's point group is a symmetry when it maps the beam set
-    onto itself and leaves the (centred, real) structure matrix unchanged, ``A[Rg, Rh] = A[g, h]``
-    — checked on the whole matrix, so the potential cut-off, the excitation errors and the beam
-    set are all respected. For untilted incidence the transmitted beam is invariant, so the
-    solution is constant on each orbit and the eigenproblem reduces to one row per orbit.
-    Returns None when no operation besides the identity is a symmetry.
+    onto itself, keeps every excitation error and leaves the centred potential table unchanged,
+    ``V'(Rq) = V'(q)`` for every difference q on the table (so ``A[Rg, Rh] = A[g, h]`` for the
+    whole structure matrix, cut-off included). For untilted incidence the transmitted beam is
+    invariant, so the solution is constant on each orbit. Returns None when only the identity
+    is a symmetry.
     """
     n = len(beams)
-    span = int(np.abs(beams.indices).max())
-    lookup = np.full((2 * span + 1, 2 * span + 1), -1, dtype=np.int64)  # (n, m) → row
-    lookup[beams.indices[:, 0] + span, beams.indices[:, 1] + span] = np.arange(n)
+    nmax = int(np.abs(beams.indices).max())
+    lookup = np.full((2 * nmax + 1, 2 * nmax + 1), -1, dtype=np.int64)  # (n, m) → row
+    lookup[beams.indices[:, 0] + nmax, beams.indices[:, 1] + nmax] = np.arange(n)
     candidates = list(_OPERATIONS[1:])
     if abs(extent[0] - extent[1]) <= 1e-9 * max(extent):  # square cell
         candidates += _SQUARE_OPERATIONS
-    scale = np.abs(a).max()
+    grid = np.stack(np.meshgrid(np.arange(-span, span + 1), np.arange(-span, span + 1), indexing="ij"), -1)
+    scale = np.abs(table).max()
+    s = beams.excitation_error
     perms = [np.arange(n)]
     for r in candidates:
         mapped = beams.indices @ r.T
-        if np.abs(mapped).max() > span:
+        perm = lookup[mapped[:, 0] + nmax, mapped[:, 1] + nmax]
+        if np.any(perm < 0) or np.abs(s[perm] - s).max() > 1e-12 * max(np.abs(s).max(), 1e-300):
             continue
-        perm = lookup[mapped[:, 0] + span, mapped[:, 1] + span]
-        if np.any(perm < 0):
-            continue
-        if np.abs(a[np.ix_(perm, perm)] - a).max() <= 1e-9 * scale:
+        turned = grid @ r.T + span
+        if np.abs(table[turned[..., 0], turned[..., 1]] - table).max() <= 1e-10 * scale:
             perms.append(perm)
     if len(perms) == 1:
         return None
@@ -514,21 +517,48 @@ def _beam_orbits(beams: BeamSet, a: np.ndarray, extent) -> np.ndarray | None:
     return np.asarray(orbit).reshape(-1)
 
 
-def _solve_symmetric(crystal, beams, energy, tilt, v, a, d, orbit, settings, xp) -> "BlochWaves":
-    """Eigenproblem reduced to one symmetric combination per orbit of beams (untilted incidence)."""
+def _solve_symmetric(crystal, beams, energy, tilt, centre, parametrization, b_factors, cutoff, settings,
+                     xp) -> "BlochWaves | None":
+    """Untilted incidence on a symmetric zone axis: one row per orbit of equivalent beams.
+
+    Only the rows of one representative per orbit are built: ``A_red[O, O'] =
+    √(|O|/|O'|) Σ_(h∈O') A'[rep(O), h]`` in the frame centred on the inversion centre (real).
+    Returns None when the projection has no symmetry besides the inversion.
+    """
+    indices = beams.indices
+    span = 2 * int(np.abs(indices).max())
+    Lx, Ly = crystal.extent
+    axis = np.arange(-span, span + 1)
+    grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    q = grid / np.array([Lx, Ly])
+    values = structure_factors(crystal, q, parametrization, b_factors) * np.exp(2j * math.pi * (q @ centre))
+    if cutoff is not None:
+        values = np.where(np.hypot(q[:, 0], q[:, 1]) <= cutoff * (1 + 1e-12), values, 0)
+    table = np.real(values).reshape(len(axis), len(axis))
+    orbit = _beam_orbits(beams, table, span, crystal.extent)
+    if orbit is None:
+        return None
     n_orbits = int(orbit.max()) + 1
     size = np.bincount(orbit, minlength=n_orbits).astype(float)
-    m = np.zeros((len(beams), n_orbits))
-    m[np.arange(len(beams)), orbit] = 1.0 / np.sqrt(size[orbit])
-    mx = xp.asarray(m)
-    reduced = xp.permute_dims(mx, (1, 0)) @ (a @ mx)
-    gamma, c = xp.linalg.eigh((reduced + xp.permute_dims(reduced, (1, 0))) * 0.5)
+    _, reps = np.unique(orbit, return_index=True)
+    sigma = interaction_parameter(energy)
+    diff = indices[reps, None, :] - indices[None, :, :] + span
+    rows = sigma * table[diff[..., 0], diff[..., 1]]  # (orbits, beams)
+    rows[np.arange(n_orbits), reps] += 2 * math.pi * beams.excitation_error[reps]
+    summed = np.zeros((n_orbits, n_orbits))
+    np.add.at(summed.T, orbit, rows.T)  # Σ_(h∈O') rows[O, h]
+    reduced = np.sqrt(size)[:, None] / np.sqrt(size)[None, :] * summed
+    gamma, c = xp.linalg.eigh(xp.asarray(0.5 * (reduced + reduced.T)))
     c = xp.astype(c, xp.complex128)
     alpha = c[int(orbit[0]), :]
+    d = np.exp(2j * math.pi * (beams.g @ centre))
     weight = np.conj(d) / np.sqrt(size[orbit])
+    v0 = structure_factors(crystal, beams.g, parametrization, b_factors)
+    if cutoff is not None:
+        v0 = np.where(np.hypot(beams.g[:, 0], beams.g[:, 1]) <= cutoff * (1 + 1e-12), v0, 0)
     settings = dict(settings, symmetry_orbits=n_orbits)
-    return BlochWaves(crystal, beams, energy, tilt, v[:, 0].copy(), xp.astype(gamma, xp.complex128), c, alpha,
-                      settings, expansion=(orbit, weight))
+    return BlochWaves(crystal, beams, energy, tilt, v0, xp.astype(gamma, xp.complex128), c, alpha, settings,
+                      expansion=(orbit, weight))
 
 
 def _inversion_centre(crystal: OrientedCrystal):
