@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from ase import Atoms
 from ase.build import bulk
 
 from temsim.constants import interaction_parameter, wavelength

@@ -53,7 +53,7 @@ import numpy as np
 
 from temsim.backend import FFTPlan, fft2, is_numpy_namespace
 from temsim.errors import AccuracyWarning, InputError, MemoryLimitError
-from temsim.grid import Grid, fft_friendly_size, is_fft_friendly
+from temsim.grid import Grid, is_fft_friendly
 from temsim.solvers.multislice import SliceStack, propagate
 
 __all__ = [
