@@ -49,16 +49,16 @@ __all__ = ["PeriodPropagator", "DEFAULT_HOLZ_SLICE", "harmonic_weights"]
 DEFAULT_HOLZ_SLICE = 0.0625
 
 
-def harmonic_weights(num_slices: int, l_max: int) -> np.ndarray:
+def harmonic_weights(num_slices: int, l_max: int, rows=None) -> np.ndarray:
     """Average of ``exp(2πi l z/c)`` over each of ``num_slices`` equal sub-slices of the period.
 
     Returns
     -------
-    (num_slices, 2 l_max + 1) complex ndarray
+    (num_slices, 2 l_max + 1) complex ndarray (or only the sub-slices ``rows``)
         Row k, column ``l + l_max``: ``(1/Δz) ∫_{kΔz}^{(k+1)Δz} exp(2πi l z/c) dz``.
     """
     l = np.arange(-l_max, l_max + 1)
-    k = np.arange(num_slices)[:, None]
+    k = np.arange(num_slices)[:, None] if rows is None else np.atleast_1d(rows)[:, None]
     x = math.pi * l / num_slices  # π l Δz / c
     with np.errstate(invalid="ignore", divide="ignore"):
         sinc = np.where(l == 0, 1.0, np.sin(x) / np.where(l == 0, 1.0, x))
@@ -163,7 +163,7 @@ class PeriodPropagator:
     def hamiltonian(self, k: int, xp):
         """``H̄_k`` in the frame (H averaged over sub-slice k, 1/Å): (N, N), real when ``self.real``."""
         l_max = (self.table.shape[0] - 1) // 2
-        w = harmonic_weights(self.num_slices, l_max)[k]
+        w = harmonic_weights(self.num_slices, l_max, rows=k)[0]
         v = (w @ self.table)[self.gather]
         if self.real:
             v = np.ascontiguousarray(v.real)
