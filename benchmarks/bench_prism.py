@@ -37,7 +37,7 @@ def _case(reps: int, cells_thick: int, scan_cells: int, scan_n: int, subset_n: i
           include_f1: bool) -> dict:
     import temsim
     from temsim.detectors import AnnularDetector
-    from temsim.scan import GridScan
+    from temsim.positions import GridScan
     from temsim.structure import srtio3, tile
 
     atoms = tile(srtio3(A), (reps, reps, cells_thick))

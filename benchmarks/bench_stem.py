@@ -53,7 +53,7 @@ def case_temsim(sampling=None, gpts=None, outer=160.0, lateral=4, thickness=20, 
 
     import temsim
     from temsim.backend import default_threads
-    from temsim.scan import nyquist_sampling
+    from temsim.positions import nyquist_sampling
     from temsim.solvers.multislice import SliceStack
     from temsim.solvers.stem import available_memory, estimate_batch_size
 

@@ -10,7 +10,7 @@ from temsim.detectors import AnnularDetector, PixelatedDetector, annular_preset
 from temsim.grid import Grid
 from temsim.phonons import FrozenPhonons
 from temsim.potentials.array_potential import ArrayPotential
-from temsim.scan import CustomScan, GridScan
+from temsim.positions import CustomScan, GridScan
 from temsim.solvers.prism import (
     estimate_prism_memory,
     parse_interpolation,

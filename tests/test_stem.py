@@ -22,7 +22,7 @@ from temsim.grid import Grid
 from temsim.imaging import hrtem_image
 from temsim.optics import Aberrations
 from temsim.potentials.array_potential import ArrayPotential
-from temsim.scan import CustomScan, GridScan, LineScan
+from temsim.positions import CustomScan, GridScan, LineScan
 from temsim.solvers.multislice import SliceStack, multislice, propagate
 from temsim.solvers.stem import scan
 from temsim.waves import PlaneWave, Probe

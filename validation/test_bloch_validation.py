@@ -122,7 +122,7 @@ def test_convergent_beam_matches_multislice_probe():
     """CBED / STEM: Bloch partial waves vs multislice of the same probe on the same supercell."""
     from temsim.detectors import AnnularDetector
     from temsim.optics import Aberrations
-    from temsim.scan import CustomScan
+    from temsim.positions import CustomScan
     from temsim.solvers.bloch_probe import bloch_scan, solve_convergent_beam
     from temsim.waves import Probe
 

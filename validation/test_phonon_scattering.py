@@ -18,7 +18,7 @@ import pytest
 
 import temsim
 from temsim.detectors import AnnularDetector
-from temsim.scan import CustomScan, GridScan
+from temsim.positions import CustomScan, GridScan
 from temsim.structure import srtio3, tile
 
 from _record import record

@@ -21,7 +21,7 @@ import pytest
 
 import temsim
 from temsim.detectors import AnnularDetector, PixelatedDetector, annular_preset
-from temsim.scan import GridScan
+from temsim.positions import GridScan
 from temsim.structure import srtio3, tile
 
 from _record import record

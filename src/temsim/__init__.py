@@ -31,7 +31,7 @@ from temsim.convergence import phonon_convergence  # noqa: E402
 from temsim.imaging import diffraction_pattern, hrtem_image  # noqa: E402
 from temsim.solvers.bloch import beam_convergence, bloch, solve_bloch  # noqa: E402
 from temsim.solvers.bloch_probe import bloch_cbed, bloch_scan  # noqa: E402
-from temsim.scan import CustomScan, GridScan, LineScan  # noqa: E402
+from temsim.positions import CustomScan, GridScan, LineScan  # noqa: E402
 from temsim.detectors import (  # noqa: E402
     AnnularDetector,
     CenterOfMass,

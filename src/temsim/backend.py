@@ -15,6 +15,8 @@ Nothing here stores a namespace on an object that outlives a call except an
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 from typing import Any
 
@@ -33,6 +35,7 @@ __all__ = [
     "fftfreq",
     "FFTPlan",
     "default_threads",
+    "fft_threads",
     "get_namespace",
 ]
 
@@ -43,8 +46,32 @@ __all__ = [
 PLANNING_TIME_LIMIT = 2.0
 
 
+#: FFT threads chosen by the running calculation's execution settings (None: not set).
+_THREADS: contextvars.ContextVar[int | None] = contextvars.ContextVar("temsim_fft_threads", default=None)
+
+
+@contextlib.contextmanager
+def fft_threads(threads: int | None):
+    """Use ``threads`` FFT threads inside the ``with`` block (``None`` keeps the current choice).
+
+    Scoped to the calling context (a :class:`contextvars.ContextVar`), so concurrent
+    calculations with different settings do not see each other's choice.
+    """
+    if threads is None:
+        yield
+        return
+    token = _THREADS.set(int(threads))
+    try:
+        yield
+    finally:
+        _THREADS.reset(token)
+
+
 def default_threads() -> int:
-    """Number of FFT threads: ``TEMSIM_NUM_THREADS`` or the CPUs this process may use."""
+    """Number of FFT threads: the active execution settings', ``TEMSIM_NUM_THREADS``, or all CPUs."""
+    active = _THREADS.get()
+    if active is not None:
+        return active
     env = os.environ.get("TEMSIM_NUM_THREADS")
     if env:
         return max(1, int(env))

@@ -25,7 +25,7 @@ from temsim import detection
 from temsim.detectors import AnnularDetector, PixelatedDetector, SegmentedDetector
 from temsim.imaging import hrtem_image
 from temsim.potentials import Potential
-from temsim.scan import GridScan
+from temsim.positions import GridScan
 from temsim.solvers.multislice import _progress, multislice
 from temsim.solvers.stem import scan
 from temsim.study import Study

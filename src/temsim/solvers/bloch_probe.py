@@ -244,7 +244,7 @@ def bloch_scan(probe, atoms, detectors: Mapping[str, object], zone_axis=(0, 0, 1
         One variable per detector with dims (``thickness``, scan dims, detector dims);
         fractions of the incident beam.
     """
-    from temsim.scan import GridScan, nyquist_sampling
+    from temsim.positions import GridScan, nyquist_sampling
 
     if not detectors:
         raise InputError("give at least one detector, e.g. detectors={'HAADF': temsim.AnnularDetector(70, 200)}")

@@ -27,7 +27,7 @@ import xarray as xr
 
 from temsim.backend import FFTPlan, array_namespace, get_namespace, to_numpy
 from temsim.errors import AccuracyWarning, InputError, MemoryLimitError
-from temsim.scan import GridScan, nyquist_sampling
+from temsim.positions import GridScan, nyquist_sampling
 from temsim.solvers.multislice import SliceStack, _progress, propagate
 
 __all__ = ["scan", "estimate_batch_size", "available_memory"]

@@ -1,0 +1,69 @@
+"""Memory estimates and limits: one place that every solver and the planner asks.
+
+A run estimates what it will hold before it allocates, compares that with the limit (the
+user's ``memory_limit`` or what the machine has available) and refuses with the estimate and
+the setting that would fit (:func:`require`).
+"""
+
+from __future__ import annotations
+
+from temsim.errors import MemoryLimitError
+
+__all__ = ["available_memory", "estimate_batch_size", "require", "format_bytes", "BYTES_PER_PROBE_PIXEL"]
+
+#: Bytes of working memory per probe and grid point in a STEM batch (complex64 wave, float32
+#: intensity, temporaries of the detector reductions).
+BYTES_PER_PROBE_PIXEL = 32
+
+#: Default working memory of one batch: a quarter of the available memory, at most this.
+DEFAULT_BATCH_MEMORY = 2 * 1024**3
+
+
+def available_memory() -> int:
+    """Bytes of memory this process may still use (``MemAvailable`` on Linux; 8 GiB otherwise)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return 8 * 1024**3
+
+
+def format_bytes(nbytes: float) -> str:
+    """``nbytes`` in GiB (or MiB below 0.1 GiB) for messages.
+
+    >>> format_bytes(3 * 1024**3)
+    '3.00 GiB'
+    >>> format_bytes(5 * 1024**2)
+    '5.0 MiB'
+    """
+    if nbytes < 0.1 * 1024**3:
+        return f"{nbytes / 1024**2:.1f} MiB"
+    return f"{nbytes / 1024**3:.2f} GiB"
+
+
+def estimate_batch_size(gpts, memory_limit: int, cap: int = 256) -> int:
+    """Largest number of probes whose working arrays fit in ``memory_limit`` bytes (≥ 1, ≤ ``cap``).
+
+    >>> estimate_batch_size((256, 256), 64 * 1024**2)
+    32
+    """
+    per_probe = BYTES_PER_PROBE_PIXEL * int(gpts[0]) * int(gpts[1])
+    return int(max(1, min(int(cap), int(memory_limit) // per_probe)))
+
+
+def require(nbytes: float, limit: float, what: str, fix: str) -> None:
+    """Refuse (:class:`~temsim.errors.MemoryLimitError`) when ``nbytes`` exceeds ``limit``.
+
+    The message states the estimate, the limit and ``fix``, the setting that would fit.
+
+    >>> require(1024, 2048, "a batch", "use fewer probes")
+    >>> require(3 * 1024**3, 1024**3, "the S-matrix", "raise the interpolation factor")
+    Traceback (most recent call last):
+    ...
+    temsim.errors.MemoryLimitError: the S-matrix needs 3.00 GiB, more than the 1.00 GiB allowed; raise the interpolation factor
+    """
+    if nbytes > limit:
+        raise MemoryLimitError(f"{what} needs {format_bytes(nbytes)}, more than the {format_bytes(limit)} allowed; {fix}")
