@@ -9,7 +9,7 @@ from temsim.grid import Grid, fast_fft_size, fft_friendly_size, is_fft_friendly,
 
 @pytest.mark.parametrize("energy, expected", [(80e3, 0.041757), (200e3, 0.025079), (300e3, 0.019687)])
 def test_wavelength_matches_design_values(energy, expected):
-    # DESIGN.md values are given to 5-6 significant digits; compare at their precision and
+    # The reference values are given to 5-6 significant digits; compare at their precision and
     # check the exact relativistic formula independently at 1e-6.
     assert temsim.wavelength(energy) == pytest.approx(expected, abs=6e-7)
     h, m0, e, c = 6.62607015e-34, 9.1093837015e-31, 1.602176634e-19, 299792458.0

@@ -70,7 +70,7 @@ def _exact_pe_threshold_zero(lam0, lam1):
 def test_low_count_monte_carlo_matches_exact_poisson(mean_denominator, expected):
     """One pixel, λ⁰ = 100, at J = 10.82 (Gaussian Pe = 0.05).
 
-    With J = Δ²/λ⁰ the exact Pe is ≈ 0.063 (PHYSICS-NOTES: the Gaussian approximation is
+    With J = Δ²/λ⁰ the exact Pe is ≈ 0.063 (the Gaussian approximation is
     optimistic at low counts); temsim's J uses the mean (λ⁰+λ¹)/2, for which the exact Pe is
     close to 0.05. The Monte-Carlo must reproduce the exact Poisson value in both cases.
     """

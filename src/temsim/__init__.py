@@ -5,7 +5,7 @@ from __future__ import annotations
 import os as _os
 
 # pyFFTW threads and numba's default threading layer in one process can run 30x slower
-# (DESIGN.md); workqueue avoids it. Only a default: a user's own setting wins.
+# (docs/design.md); workqueue avoids it. Only a default: a user's own setting wins.
 _os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
 from temsim._version import __version__  # noqa: E402

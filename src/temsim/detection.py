@@ -5,7 +5,7 @@ Poisson counts with mean ``λ_k = D · r_k`` where ``r_k = a_k η_k I_k`` is the
 per unit dose (e/Å²) — area per channel × detection efficiency × simulated fraction of the
 beam. ``r⁰`` (feature absent, H0) and ``r¹`` (present, H1) come from one noise-free
 simulation each, and every statistic below is linear in D, so the whole dose axis follows
-from them (PHYSICS-NOTES.md).
+from them (see ``docs/planning.md``).
 
 The likelihood-ratio test on the raw counts is the most powerful test (Neyman–Pearson): no
 processing of the same counts (iDPC, CoM, ptychography) can detect the feature at a lower

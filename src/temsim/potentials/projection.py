@@ -11,7 +11,7 @@ to the slice limits for finite projection
 grouped; each group's sum is a matrix product (BLAS). When a slice has many distinct factors
 (frozen phonons with finite projection) the numba kernel :func:`accumulate_radial` sums atom by
 atom with tabulated radial factors; :func:`accumulate_radial_reference` is its plain
-array-API twin (STYLE.md).
+array-API twin.
 
 This module also gives the *independent* real-space references used by the tests:
 :func:`band_limited_radial_potential` (the Hankel transform of a band-limited Fourier factor)
