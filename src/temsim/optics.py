@@ -199,7 +199,7 @@ def scherzer_defocus(Cs: float, energy: float, convention: Literal["scherzer", "
     Codes differ on this; the convention used is recorded wherever a result depends on it.
 
     >>> round(scherzer_defocus(1.2e7, 200e3), 1)  # Cs = 1.2 mm at 200 keV
-    633.4
+    633.5
     """
     factors = {"scherzer": 4.0 / 3.0, "extended": 1.5}
     if convention not in factors:
