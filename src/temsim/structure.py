@@ -47,6 +47,7 @@ __all__ = [
     "adatom",
     "graphene",
     "srtio3",
+    "triazine_carbon_nitride",
 ]
 
 
@@ -840,50 +841,5 @@ def adatom(atoms: Atoms, element, position, height: float = 2.0, radius: float =
     return wrap_laterally(atoms)
 
 
-# --------------------------------------------------------------------------------------------
-# Built-in structures
-# --------------------------------------------------------------------------------------------
-
-
-def graphene(a: float = 2.46, vacuum: float = 2.0) -> Atoms:
-    """Graphene in its 4-atom orthogonal cell ``a × √3 a``, the sheet in the middle along z.
-
-    Parameters
-    ----------
-    a : float
-        Lattice constant in Å (C–C bond ``a/√3``).
-    vacuum : float
-        Vacuum in Å on each side of the sheet (cell height ``2·vacuum``).
-
-    Returns
-    -------
-    ase.Atoms
-        4 carbon atoms, cell ``diag(a, √3 a, 2·vacuum)``, pbc ``(True, True, False)``.
-    """
-    for name, value in (("a", a), ("vacuum", vacuum)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise InputError(f"{name} must be a positive distance in Å, got {value!r}")
-    fractional = np.array([[0.0, 0.0], [0.0, 1 / 3], [0.5, 0.5], [0.5, 5 / 6]])
-    b = math.sqrt(3) * a
-    positions = np.column_stack([fractional[:, 0] * a, fractional[:, 1] * b, np.full(4, float(vacuum))])
-    return Atoms("C4", positions=positions, cell=[a, b, 2 * vacuum], pbc=(True, True, False))
-
-
-def srtio3(a: float = 3.905) -> Atoms:
-    """Cubic perovskite SrTiO₃: Sr at the corner, Ti at the body centre, O at the face centres.
-
-    Parameters
-    ----------
-    a : float
-        Lattice constant in Å (3.905 Å at room temperature).
-
-    Returns
-    -------
-    ase.Atoms
-        5 atoms (Sr, Ti, 3 O) in the cubic cell ``a × a × a``, periodic.
-    """
-    if not (isinstance(a, (int, float)) and math.isfinite(a) and a > 0):
-        raise InputError(f"a must be a positive distance in Å, got {a!r}")
-    fractional = [(0, 0, 0), (0.5, 0.5, 0.5), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)]
-    return Atoms("SrTiO3", scaled_positions=fractional, cell=[a, a, a], pbc=True)
-
+# Built-in crystals live in temsim.crystals; re-exported here for existing code.
+from temsim.crystals import graphene, srtio3, triazine_carbon_nitride  # noqa: E402
