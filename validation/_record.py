@@ -1,9 +1,13 @@
-"""Record measured validation numbers under ``validation/results/``.
+"""Record measured validation numbers under ``validation/output/`` (untracked, git-ignored).
 
 ``record("core_validation", "weak_phase_object", {...})`` merges one entry into
-``results/core_validation.json`` (keys sorted, floats as JSON numbers) and rewrites the
-companion ``results/core_validation.md`` table, so each run leaves the latest numbers of
+``output/core_validation.json`` (keys sorted, floats as JSON numbers) and rewrites the
+companion ``output/core_validation.md`` table, so each run leaves the latest numbers of
 every check side by side with the thresholds the tests assert.
+
+Running the tests never changes tracked files. The committed record of the numbers is
+``validation/SUMMARY.md``, refreshed on purpose after a full run with
+``python validation/summarize.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "output"
 
 
 def _plain(value):
@@ -30,14 +34,13 @@ def _plain(value):
 
 
 def record(name: str, key: str, data: dict) -> None:
-    """Merge ``data`` under ``key`` into ``results/<name>.json`` and refresh ``<name>.md``."""
+    """Merge ``data`` under ``key`` into ``output/<name>.json`` and refresh ``<name>.md``."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     store = json.loads(path.read_text()) if path.exists() else {}
     store[key] = _plain(data)
     path.write_text(json.dumps(store, indent=2, sort_keys=True) + "\n")
-    lines = [f"# {name}", "", "Written by `validation/{}` (latest run of each check).".format(
-        "test_" + name + ".py"), ""]
+    lines = [f"# {name}", "", f"Written by `validation/test_{name}.py` (latest run of each check).", ""]
     for entry, values in sorted(store.items()):
         lines += [f"## {entry}", "", "| quantity | value |", "|---|---|"]
         for k, v in sorted(values.items()):

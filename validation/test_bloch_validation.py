@@ -1,4 +1,4 @@
-"""Bloch waves vs multislice and beam-set convergence (numbers recorded under results/)."""
+"""Bloch waves vs multislice and beam-set convergence (numbers recorded under output/)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from temsim.solvers.multislice import SliceStack, multislice, propagate
 from temsim.structure import srtio3
 from temsim.waves import PlaneWave
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "output"  # untracked; validation/summarize.py -> SUMMARY.md
 E = 200e3
 SAMPLING = 0.08  # Å: band limit 4.17 1/Å (≈ 105 mrad at 200 keV)
 SUBSLICES = 32  # multislice slices per period of the projected cell (≈ 0.12 Å)

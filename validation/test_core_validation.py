@@ -6,7 +6,7 @@
 * Slice convergence of SrTiO₃ [001], half- vs quarter-unit-cell slicing, both projections.
 * abTEM (optional oracle): the same SrTiO₃ exit wave, normalized cross-correlation.
 
-Measured numbers go to ``validation/results/core_validation.json`` (and ``.md``).
+Measured numbers go to ``validation/output/core_validation.json`` (and ``.md``).
 """
 
 from __future__ import annotations

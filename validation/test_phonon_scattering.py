@@ -5,7 +5,7 @@
   part is zero.
 * abTEM (when installed) as an oracle for the frozen-phonon average.
 
-Numbers go to ``validation/results/phonon_scattering.{json,md}``. The statistical tests of
+Numbers go to ``validation/output/phonon_scattering.{json,md}``. The statistical tests of
 the displacements themselves are in ``tests/test_phonons.py``.
 """
 

@@ -2,7 +2,7 @@
 
 The Debye model with one Debye–Waller temperature Θ_D = 543 K is compared with measured
 isotropic B factors of Si at 100 K, room temperature and 300 K. The numbers are written to
-``validation/results/phonons_debye.json``.
+``validation/output/phonons_debye.json``.
 
 Measurements
 ------------
@@ -26,7 +26,7 @@ from ase.data import atomic_masses, atomic_numbers
 from temsim.phonons import FrozenPhonons, debye_b_factor, sigma_to_b_factor
 from temsim.structure import tile
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "output"  # untracked; validation/summarize.py -> SUMMARY.md
 THETA_SI = 543.0  # K, X-ray Debye–Waller temperature of Si
 TOLERANCE = 0.05  # relative; the Debye model with one Θ is good to a few per cent for Si
 

@@ -1,4 +1,4 @@
-"""Physics validation of the projected potentials (slower; numbers recorded under results/)."""
+"""Physics validation of the projected potentials (slower; numbers recorded under output/)."""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ from temsim.potentials import (
     load_parametrization,
 )
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "output"  # untracked; validation/summarize.py -> SUMMARY.md
 
 
 def record(name: str, data: dict) -> None:
-    """Write measured numbers to ``validation/results/<name>.json`` (merged with earlier keys)."""
+    """Write measured numbers to ``validation/output/<name>.json`` (merged with earlier keys)."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     old = json.loads(path.read_text()) if path.exists() else {}

@@ -1,6 +1,6 @@
 """PRISM against multislice on SrTiO3 [001]: exactness at f = 1, error versus f.
 
-Numbers go to ``validation/results/prism_validation.{json,md}``. The error of an image is
+Numbers go to ``validation/output/prism_validation.{json,md}``. The error of an image is
 ``mean_pixels |I_prism − I_multislice| / mean_pixels I_multislice`` (relative, per-pixel
 mean), both computed on the same potential and grid.
 

@@ -6,7 +6,7 @@
   potential (Lazić et al. 2016), iCoM with the slope σ/2π.
 * abTEM (optional oracle): HAADF, ABF and BF images of SrTiO₃ [001] with identical settings.
 
-Measured numbers go to ``validation/results/stem_validation.json`` (and ``.md``).
+Measured numbers go to ``validation/output/stem_validation.json`` (and ``.md``).
 """
 
 from __future__ import annotations
