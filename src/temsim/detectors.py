@@ -20,8 +20,9 @@ import numpy as np
 import xarray as xr
 
 from temsim.backend import array_namespace, fft2, ifft2, to_numpy
+from temsim.checks import as_number
 from temsim.constants import wavelength
-from temsim.errors import InputError, SamplingError
+from temsim.errors import GridMismatchError, InputError, SamplingError
 from temsim.grid import Grid
 
 __all__ = [
@@ -37,6 +38,10 @@ __all__ = [
     "integrate_gradient",
     "integrate_annular",
     "CompiledDetector",
+    "CompiledMask",
+    "CompiledIntegratedDPC",
+    "CompiledIntegratedCenterOfMass",
+    "CompiledPixelated",
 ]
 
 PRESETS = ("BF", "ABF", "ADF", "HAADF")
@@ -53,12 +58,8 @@ def _angles(grid: Grid, energy: float):
 
 
 def _check_range(inner: float, outer: float, name: str) -> tuple[float, float]:
-    try:
-        inner, outer = float(inner), float(outer)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} angles must be numbers in mrad, got {inner!r}, {outer!r}") from None
-    if inner < 0 or not math.isfinite(inner) or not math.isfinite(outer):
-        raise InputError(f"{name} inner angle must be a finite angle ≥ 0 mrad, got {inner!r}")
+    inner = as_number(f"{name} inner angle", inner, "mrad", minimum=0)
+    outer = as_number(f"{name} outer angle", outer, "mrad")
     if outer <= inner:
         raise InputError(f"{name} inner angle ({inner} mrad) must be smaller than its outer angle ({outer} mrad)")
     return inner, outer
@@ -69,49 +70,127 @@ def _check_reach(outer: float, grid: Grid, energy: float, name: str) -> None:
 
 
 class CompiledDetector:
-    """A detector prepared for one grid/energy: ``measure`` per batch, ``finalize`` at the end."""
+    """A detector resolved on a grid, beam energy and array namespace (built by ``Detector.compile``).
 
-    #: Extra dims (after the scan dims) of this detector's values.
+    The contract every scan driver relies on:
+
+    * :meth:`measure` takes diffraction intensities ``(n, *gpts)`` (FFT order, fractions of
+      the incident beam) and returns ``(n, *value_shape)`` values in the same array namespace.
+      It checks the shape (:class:`~temsim.errors.GridMismatchError` naming both shapes) and
+      calls the :meth:`_measure` hook, which subclasses implement.
+    * :meth:`finalize` wraps the values of all probe positions, a numpy array
+      ``(*scan.shape, *value_shape)``, as an ``xarray.DataArray`` with dims
+      ``scan.dims + dims``, the coordinates of :meth:`extra_coords` and ``attrs``.
+    * ``derived`` detectors (iDPC, iCoM) measure a raw vector per probe position
+      (``value_shape``) that only the whole scan turns into the signal: their ``finalize``
+      integrates it, and their ``dims`` are those of the finished signal (none).
+
+    Subclasses: :class:`CompiledMask` (annular, flexible annular, segmented, centre of mass),
+    :class:`CompiledIntegratedDPC`, :class:`CompiledIntegratedCenterOfMass`,
+    :class:`CompiledPixelated`.
+
+    Attributes
+    ----------
+    derived : bool
+        True when the values are raw vectors that need the whole scan to finalize.
+    dims : tuple of str
+        The detector's own output dims, after the scan dims (``("kx", "ky")``,
+        ``("ring", "segment")``, ``("radial_bin",)``, ``("component",)`` or none).
+    attrs : dict
+        Provenance attrs put on the output DataArray.
+    gpts : (int, int)
+        Grid points of the diffraction intensities it accepts.
+    """
+
+    derived: bool = False
     dims: tuple[str, ...] = ()
+    attrs: dict
+    gpts: tuple[int, int]
 
-    def measure(self, intensity):  # pragma: no cover - interface
-        raise NotImplementedError
+    def __init__(self, gpts, attrs: dict):
+        self.gpts = (int(gpts[0]), int(gpts[1]))
+        self.attrs = dict(attrs)
+
+    @property
+    def value_shape(self) -> tuple[int, ...]:
+        """Shape of :meth:`measure`'s output per probe position (the raw vector for derived detectors)."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def measure(self, intensity):
+        """Values ``(n, *value_shape)`` for diffraction intensities ``(n, *gpts)``."""
+        shape = tuple(intensity.shape)
+        if len(shape) != 3 or shape[1:] != self.gpts:
+            raise GridMismatchError(
+                f"{type(self).__name__} was compiled for diffraction intensities of shape (n, {self.gpts[0]}, "
+                f"{self.gpts[1]}), got shape {shape}; compile the detector on the grid the intensities come from"
+            )
+        return self._measure(intensity)
+
+    def _measure(self, intensity):
+        """Hook: the values for intensities whose shape :meth:`measure` has checked."""
+        raise NotImplementedError  # pragma: no cover - interface
 
     def extra_coords(self) -> dict:
+        """Coordinates of the own dims, ``{name: (dim, values[, attrs])}``."""
         return {}
 
     def finalize(self, values: np.ndarray, scan, attrs: dict) -> xr.DataArray:
+        """The values of all probe positions, ``(*scan.shape, *value_shape)``, as a DataArray.
+
+        ``scan`` is a :class:`temsim.positions.ResolvedScan`; ``attrs`` (the simulation's
+        provenance) are updated with the detector's own :attr:`attrs`.
+        """
         coords = scan.coords()
         coords.update(self.extra_coords())
         attrs = dict(attrs)
         attrs.update(self.attrs)
-        return xr.DataArray(values, dims=scan.dims + self.dims, coords=coords, attrs=attrs)
+        return xr.DataArray(values, dims=tuple(scan.dims) + tuple(self.dims), coords=coords, attrs=attrs)
 
 
-class _MaskDetector(CompiledDetector):
-    """Weighted sums of the intensity: ``values[..., j] = Σ_k I(k) W_j(k)``."""
+class CompiledMask(CompiledDetector):
+    """Weighted sums of the intensity, ``values[n, j] = Σ_k I_n(k) W_j(k)`` (one matrix product).
+
+    Compiled form of :class:`AnnularDetector` (``squeeze``: one value per probe position),
+    :class:`FlexibleAnnularDetector`, :class:`SegmentedDetector` and :class:`CenterOfMass`.
+
+    Parameters
+    ----------
+    weights : ndarray, shape (nx, ny, *value_shape)
+        Weights ``W`` on the FFT grid.
+    xp : array namespace
+        Namespace of the intensities (the weights are moved there as float32).
+    dims, coords, attrs
+        Own output dims, their coordinates and the provenance attrs.
+    squeeze : bool
+        Drop the single trailing weight axis (scalar output per probe position).
+    """
 
     def __init__(self, weights: np.ndarray, xp, dims, coords, attrs, squeeze: bool = False):
+        super().__init__(weights.shape[:2], attrs)
         n = weights.shape[0] * weights.shape[1]
         self._weights = xp.asarray(weights.reshape(n, -1).astype(np.float32))
         self._xp = xp
-        self.dims = dims
+        self.dims = tuple(dims)
         self._coords = coords
-        self.attrs = attrs
         self._squeeze = squeeze
-        self._trailing = weights.shape[2:]
+        self._trailing = tuple(int(s) for s in weights.shape[2:])
 
-    def measure(self, intensity):
+    @property
+    def value_shape(self) -> tuple[int, ...]:
+        return () if self._squeeze else self._trailing
+
+    def _measure(self, intensity):
         xp = self._xp
         b = intensity.shape[0]
         flat = xp.reshape(intensity, (b, -1))
         values = flat @ self._weights
         if self._squeeze:
             return values[:, 0]
-        return xp.reshape(values, (b,) + tuple(self._trailing))
+        return xp.reshape(values, (b,) + self._trailing)
 
     def extra_coords(self) -> dict:
         return dict(self._coords)
+
 
 
 @dataclass(frozen=True)
@@ -138,7 +217,7 @@ class AnnularDetector:
         mask = ((alpha >= self.inner) & (alpha < self.outer)).astype(np.float32)[..., None]
         attrs = {"signal": "stem", "detector": "annular", "inner": self.inner, "outer": self.outer,
                  "angle_units": "mrad", "units": "fraction of incident beam"}
-        return _MaskDetector(mask, xp, (), {}, attrs, squeeze=True)
+        return CompiledMask(mask, xp, (), {}, attrs, squeeze=True)
 
 
 def annular_preset(name: Literal["BF", "ABF", "ADF", "HAADF"], semiangle_cutoff: float,
@@ -197,7 +276,7 @@ class FlexibleAnnularDetector:
         }
         attrs = {"signal": "stem", "detector": "flexible_annular", "step": float(self.step),
                  "angle_units": "mrad", "units": "fraction of incident beam"}
-        return _MaskDetector(weights, xp, ("radial_bin",), coords, attrs)
+        return CompiledMask(weights, xp, ("radial_bin",), coords, attrs)
 
 
 def integrate_annular(radial: xr.DataArray, inner: float, outer: float) -> xr.DataArray:
@@ -268,7 +347,7 @@ class SegmentedDetector:
         attrs = {"signal": "stem", "detector": "segmented", "inner": self.inner, "outer": self.outer,
                  "nsegments": n, "rings": rings, "rotation": float(self.rotation), "angle_units": "mrad",
                  "units": "fraction of incident beam"}
-        return _MaskDetector(weights, xp, ("ring", "segment"), coords, attrs)
+        return CompiledMask(weights, xp, ("ring", "segment"), coords, attrs)
 
 
 def dpc_signal(segments: xr.DataArray) -> xr.DataArray:
@@ -346,21 +425,37 @@ class IntegratedDPC:
         compiled = segmented.compile(grid, energy, xp)
         centres = segmented.segment_centres()
         directions = np.stack([np.cos(centres), np.sin(centres)], axis=1)  # (n, 2)
-        regularization = float(self.regularization)
-        attrs = dict(compiled.attrs, signal="derived", detector="idpc", regularization=regularization,
+        attrs = dict(compiled.attrs, signal="derived", detector="idpc", regularization=float(self.regularization),
                      units="fraction of incident beam × Å")
+        return CompiledIntegratedDPC(compiled, directions, float(self.regularization), attrs)
 
-        class _Compiled(CompiledDetector):
-            derived = True
 
-            def measure(self_inner, intensity):
-                return compiled.measure(intensity)[:, 0, :]
+class CompiledIntegratedDPC(CompiledDetector):
+    """Compiled :class:`IntegratedDPC`: measures the segment signals, integrates the DPC vector at the end.
 
-            def finalize(self_inner, values, scan, base_attrs):
-                data = _integrated(values, scan, directions, regularization)
-                return xr.DataArray(data, dims=scan.dims, coords=scan.coords(), attrs={**base_attrs, **attrs})
+    ``value_shape`` is ``(nsegments,)`` (one ring of a :class:`CompiledMask`); :meth:`finalize`
+    forms the DPC vector with the segment directions and integrates it over the grid scan
+    (:func:`integrate_gradient`). Output dims: the scan dims only.
+    """
 
-        return _Compiled()
+    derived = True
+
+    def __init__(self, segments: CompiledMask, directions: np.ndarray, regularization: float, attrs: dict):
+        super().__init__(segments.gpts, attrs)
+        self._segments = segments
+        self._directions = directions  # (nsegments, 2): (cos φ_j, sin φ_j)
+        self._regularization = regularization
+
+    @property
+    def value_shape(self) -> tuple[int, ...]:
+        return (self._directions.shape[0],)
+
+    def _measure(self, intensity):
+        return self._segments._measure(intensity)[:, 0, :]
+
+    def finalize(self, values: np.ndarray, scan, attrs: dict) -> xr.DataArray:
+        data = _integrated(values, scan, self._directions, self._regularization)
+        return super().finalize(data, scan, attrs)
 
 
 def _com_weights(grid: Grid) -> np.ndarray:
@@ -379,7 +474,7 @@ class CenterOfMass:
     def compile(self, grid: Grid, energy: float, xp) -> CompiledDetector:
         attrs = {"signal": "derived", "detector": "center_of_mass", "units": "1/Å"}
         coords = {"component": ("component", ["x", "y"])}
-        return _MaskDetector(_com_weights(grid), xp, ("component",), coords, attrs)
+        return CompiledMask(_com_weights(grid), xp, ("component",), coords, attrs)
 
 
 @dataclass(frozen=True)
@@ -397,18 +492,33 @@ class IntegratedCenterOfMass:
         regularization = float(self.regularization)
         attrs = {"signal": "derived", "detector": "icom", "units": "dimensionless (1/Å × Å)",
                  "regularization": regularization}
+        return CompiledIntegratedCenterOfMass(com, regularization, attrs)
 
-        class _Compiled(CompiledDetector):
-            derived = True
 
-            def measure(self_inner, intensity):
-                return com.measure(intensity)
+class CompiledIntegratedCenterOfMass(CompiledDetector):
+    """Compiled :class:`IntegratedCenterOfMass`: measures the CoM vector, integrates it at the end.
 
-            def finalize(self_inner, values, scan, base_attrs):
-                data = _integrated(values, scan, None, regularization)
-                return xr.DataArray(data, dims=scan.dims, coords=scan.coords(), attrs={**base_attrs, **attrs})
+    ``value_shape`` is ``(2,)`` (``⟨k_x⟩, ⟨k_y⟩`` in 1/Å); :meth:`finalize` integrates the
+    field over the grid scan (:func:`integrate_gradient`). Output dims: the scan dims only.
+    """
 
-        return _Compiled()
+    derived = True
+
+    def __init__(self, com: CompiledMask, regularization: float, attrs: dict):
+        super().__init__(com.gpts, attrs)
+        self._com = com
+        self._regularization = regularization
+
+    @property
+    def value_shape(self) -> tuple[int, ...]:
+        return (2,)
+
+    def _measure(self, intensity):
+        return self._com._measure(intensity)
+
+    def finalize(self, values: np.ndarray, scan, attrs: dict) -> xr.DataArray:
+        data = _integrated(values, scan, None, self._regularization)
+        return super().finalize(data, scan, attrs)
 
 
 @dataclass(frozen=True)
@@ -449,27 +559,51 @@ class PixelatedDetector:
             keep = keep[offset:offset + n]
             idx.append(keep)
             ks.append(freq[keep].reshape(-1, binning).mean(axis=1))
-        ix, iy = (xp.asarray(i) for i in idx)
-        shape = (len(idx[0]) // binning, len(idx[1]) // binning)
         attrs = {"signal": "4dstem", "detector": "pixelated", "binning": binning,
                  "max_angle": float(limit * lam * 1e3), "units": "fraction of incident beam"}
+        return CompiledPixelated(grid.gpts, xp, idx, ks, binning, attrs)
 
-        class _Compiled(CompiledDetector):
-            dims = ("kx", "ky")
 
-            def __init__(self_inner):
-                self_inner.attrs = attrs
-                self_inner.shape = shape
+class CompiledPixelated(CompiledDetector):
+    """Compiled :class:`PixelatedDetector`: crops (and bins) the diffraction pattern, centred.
 
-            def measure(self_inner, intensity):
-                cropped = xp.take(xp.take(intensity, ix, axis=1), iy, axis=2)
-                if binning > 1:
-                    b = cropped.shape[0]
-                    cropped = xp.reshape(cropped, (b, shape[0], binning, shape[1], binning))
-                    cropped = xp.sum(xp.sum(cropped, axis=4), axis=2)
-                return cropped
+    Parameters
+    ----------
+    gpts : (int, int)
+        Grid points of the diffraction intensities.
+    xp : array namespace
+    indices : (ndarray, ndarray)
+        FFT-order indices of the kept frequencies along kx and ky, in ascending frequency.
+    frequencies : (ndarray, ndarray)
+        The (binned) frequencies, 1/Å, of the output pixels.
+    binning : int
+        Pixels summed per output pixel along each axis.
+    attrs : dict
+        Provenance attrs.
+    """
 
-            def extra_coords(self_inner):
-                return {"kx": ("kx", ks[0], {"units": "1/Å"}), "ky": ("ky", ks[1], {"units": "1/Å"})}
+    dims = ("kx", "ky")
 
-        return _Compiled()
+    def __init__(self, gpts, xp, indices, frequencies, binning: int, attrs: dict):
+        super().__init__(gpts, attrs)
+        self._xp = xp
+        self._ix, self._iy = (xp.asarray(i) for i in indices)
+        self._ks = frequencies
+        self._binning = binning
+        self.shape = (len(indices[0]) // binning, len(indices[1]) // binning)
+
+    @property
+    def value_shape(self) -> tuple[int, ...]:
+        return tuple(self.shape)
+
+    def _measure(self, intensity):
+        xp, binning, shape = self._xp, self._binning, self.shape
+        cropped = xp.take(xp.take(intensity, self._ix, axis=1), self._iy, axis=2)
+        if binning > 1:
+            b = cropped.shape[0]
+            cropped = xp.reshape(cropped, (b, shape[0], binning, shape[1], binning))
+            cropped = xp.sum(xp.sum(cropped, axis=4), axis=2)
+        return cropped
+
+    def extra_coords(self) -> dict:
+        return {"kx": ("kx", self._ks[0], {"units": "1/Å"}), "ky": ("ky", self._ks[1], {"units": "1/Å"})}
