@@ -275,24 +275,33 @@ def excitation_errors(g, energy: float, tilt_k=(0.0, 0.0)) -> np.ndarray:
     return -0.5 * lam * (g[:, 0] ** 2 + g[:, 1] ** 2 + 2 * (g[:, 0] * tilt_k[0] + g[:, 1] * tilt_k[1]))
 
 
+def _euclid_step(rows: list) -> list:
+    """Reduce every row's first entry modulo the row with the smallest non-zero |first entry|.
+
+    The pivot row is kept first; rows that become (0, 0) are dropped.
+    """
+    pivot = min((r for r in rows if r[0] != 0), key=lambda r: abs(r[0]))
+    new = [pivot]
+    for r in rows:
+        if r is pivot:
+            continue
+        if r[0]:
+            q = r[0] // pivot[0]
+            r = (r[0] - q * pivot[0], r[1] - q * pivot[1])
+        if r[0] or r[1]:
+            new.append(r)
+    return new
+
+
 def _lattice_2d(vectors: np.ndarray):
-    """Hermite basis ((a, b), (0, d)) of the integer lattice spanned by 2-D integer ``vectors``."""
+    """Hermite basis ((a, b), (0, d)) of the integer lattice spanned by 2-D integer ``vectors``.
+
+    Euclid's algorithm on the first column leaves at most one row (the pivot ``(a, b)``)
+    with a non-zero first entry; ``d`` is the gcd of the other rows' second entries.
+    """
     rows = [tuple(int(x) for x in v) for v in vectors if v[0] or v[1]]
-    while True:
-        nonzero = [r for r in rows if r[0] != 0]
-        if len(nonzero) <= 1:
-            break
-        pivot = min(nonzero, key=lambda r: abs(r[0]))
-        new = [pivot]
-        for r in rows:
-            if r is pivot:
-                continue
-            if r[0]:
-                q = r[0] // pivot[0]
-                r = (r[0] - q * pivot[0], r[1] - q * pivot[1])
-            if r[0] or r[1]:
-                new.append(r)
-        rows = new
+    while sum(1 for r in rows if r[0] != 0) > 1:
+        rows = _euclid_step(rows)
     pivot = next((r for r in rows if r[0] != 0), None)
     d = 0
     for r in rows:
@@ -300,9 +309,7 @@ def _lattice_2d(vectors: np.ndarray):
             d = math.gcd(d, abs(r[1]))
     if pivot is None:
         return None, d
-    a, b = pivot
-    if a < 0:
-        a, b = -a, -b
+    a, b = pivot if pivot[0] > 0 else (-pivot[0], -pivot[1])
     return (a, b % d if d else b), d
 
 
