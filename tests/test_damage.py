@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from temsim.damage import (
+from temsim.beam_damage import (
     CRITICAL_DOSE_PRESETS,
     CriticalDose,
     critical_dose,

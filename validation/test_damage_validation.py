@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 from scipy.integrate import quad
 
-from temsim.damage import (
+from temsim.beam_damage import (
     damage,
     displacement_cross_section,
     fading_weights,

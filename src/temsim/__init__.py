@@ -46,8 +46,9 @@ from temsim.detectors import (  # noqa: E402
     integrate_gradient,
 )
 from temsim.dose import Dose  # noqa: E402
-from temsim.noise import apply_noise, detector_model  # noqa: E402
-from temsim.damage import critical_dose, damage, knock_on  # noqa: E402
+from temsim.cameras import CameraModel, camera_model  # noqa: E402
+from temsim.noise import apply_noise, detector_model  # noqa: E402  (detector_model: deprecated alias)
+from temsim.beam_damage import critical_dose, damage, knock_on  # noqa: E402
 from temsim import structure  # noqa: E402
 
 __all__ = [
@@ -90,6 +91,8 @@ __all__ = [
     "integrate_gradient",
     "Dose",
     "apply_noise",
+    "CameraModel",
+    "camera_model",
     "detector_model",
     "damage",
     "critical_dose",

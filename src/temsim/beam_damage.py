@@ -21,9 +21,18 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import xarray as xr
 
 from temsim.backend import array_namespace, to_numpy
-from temsim.constants import ATOMIC_MASS_UNIT, BOLTZMANN_EV, ELECTRON_REST_ENERGY, ELEMENTARY_CHARGE, SPEED_OF_LIGHT, check_energy
+from temsim.checks import as_choice, as_number
+from temsim.constants import (
+    ATOMIC_MASS_UNIT,
+    BOLTZMANN_EV,
+    ELECTRON_REST_ENERGY,
+    ELEMENTARY_CHARGE,
+    SPEED_OF_LIGHT,
+    check_energy,
+)
 from temsim.errors import InputError
 
 __all__ = [
@@ -77,10 +86,8 @@ class CriticalDose:
     source: str = "user"
 
     def __post_init__(self):
-        v = float(self.value)
-        if not (math.isfinite(v) and v > 0):
-            raise InputError(f"critical dose must be a finite number > 0 e/Å², got {self.value!r}")
-        object.__setattr__(self, "value", v)
+        object.__setattr__(self, "value", as_number("critical dose", self.value, "e/Å²", minimum=0,
+                                                    exclusive_minimum=True))
 
     def fading(self, dose):
         """``exp(−D/Dc)`` for dose(s) ``D`` (e/Å²)."""
@@ -138,12 +145,8 @@ def critical_dose(spec) -> CriticalDose:
         if key in CRITICAL_DOSE_PRESETS:
             return CRITICAL_DOSE_PRESETS[key]
         if key.startswith("cryo-protein@"):
-            try:
-                d = float(key.split("@", 1)[1])
-            except ValueError:
-                raise InputError(f"write the resolution in Å after '@', e.g. 'cryo-protein@3', got {spec!r}") from None
-            if not d > 0:
-                raise InputError(f"resolution must be > 0 Å, got {d}")
+            d = as_number(f"the resolution after '@' in {spec!r} (e.g. 'cryo-protein@3')", key.split("@", 1)[1],
+                          "Å", minimum=0, exclusive_minimum=True)
             return CriticalDose(float(critical_exposure_cryo(1.0 / d)), f"protein in vitreous ice at {d:g} Å",
                                 "300 kV, cryo; resolution-dependent critical exposure",
                                 "Grant & Grigorieff, eLife 4, e06980 (2015) doi:10.7554/eLife.06980")
@@ -366,54 +369,20 @@ def damage(signal, dose, critical, *, order: str | None = None, n_frames: int = 
     DataArray
         ``damaged + (signal − damaged)·F`` with ``F`` from :func:`fading_weights`.
     """
-    import xarray as xr
-
-    if not isinstance(signal, xr.DataArray):
-        raise InputError("damage() takes a DataArray with attrs['signal']; for plain arrays use fading_weights()")
-    kind = str(signal.attrs.get("signal", "")).lower()
-    axes = {"image": ("x", "y"), "diffraction": ("kx", "ky"), "stem": ("scan_x", "scan_y"),
-            "4dstem": ("scan_x", "scan_y")}
-    if kind not in axes:
-        raise InputError(f"damage() needs attrs['signal'] in {tuple(axes)}, got {kind!r} "
-                         "(derived signals such as CoM/iDPC: damage the 4D-STEM data or segments instead)")
-    if "dose" in signal.dims:
-        raise InputError("the signal already has a 'dose' dimension; apply damage to the dose-free signal")
-    dims = axes[kind]
-    missing = [d for d in dims if d not in signal.dims]
-    if missing:
-        raise InputError(f"a {kind!r} signal needs dims {dims}; missing {missing}")
+    kind, dims = _damage_axes(signal)
     dc = critical_dose(critical)
     if order is None:
         order = "parallel" if kind in ("image", "diffraction") else "raster"
-    if fast_axis not in ("scan_x", "scan_y"):
-        raise InputError(f"fast_axis must be 'scan_x' or 'scan_y', got {fast_axis!r}")
+    as_choice("fast_axis", fast_axis, ("scan_x", "scan_y"))
     doses = np.asarray(dose, dtype=float)
     if doses.ndim > 1:
         raise InputError("dose must be a number or a 1-D sequence (e/Å²)")
-    step = (1.0, 1.0)
-    if probe_fwhm > 0:
-        if kind not in ("stem", "4dstem"):
-            raise InputError("probe_fwhm applies to scanned signals (stem, 4dstem) only")
-        step = tuple(float(abs(signal.coords[d].values[1] - signal.coords[d].values[0])) for d in dims)
+    step = _scan_step(signal, kind, dims, probe_fwhm)
     shape = (signal.sizes[dims[0]], signal.sizes[dims[1]])
     weights = fading_weights(doses, dc, shape, order=order, n_frames=n_frames, step=step,
                              probe_fwhm=probe_fwhm, fast_axis=0 if fast_axis == "scan_x" else 1)
-    f = xr.DataArray(weights, dims=("dose", "frame") + dims,
-                     coords={"dose": ("dose", np.atleast_1d(doses), {"units": "e/Å²"}),
-                             "frame": np.arange(n_frames)})
-    if not frames:
-        f = f.mean("frame")
-    if doses.ndim == 0:
-        f = f.isel(dose=0, drop=True)
-    if isinstance(damaged, str):
-        if damaged == "mean":
-            ref = signal.mean(dims)
-        elif damaged == "zero":
-            ref = 0.0
-        else:
-            raise InputError(f"damaged must be 'mean', 'zero', a number or an array, got {damaged!r}")
-    else:
-        ref = damaged
+    f = _fading_dataarray(weights, doses, dims, n_frames, frames)
+    ref = _damaged_reference(signal, damaged, dims)
     out = ref + (signal - ref) * f.astype(signal.dtype)
     out = out.transpose(*[d for d in ("dose", "frame") if d in out.dims], *signal.dims)
     out.attrs = dict(signal.attrs)
@@ -423,6 +392,60 @@ def damage(signal, dose, critical, *, order: str | None = None, n_frames: int = 
         out.attrs["dose"] = float(doses)
     out.name = signal.name
     return out
+
+
+#: Pixel (or scan) dims of each signal kind that damage() accepts.
+_DAMAGE_AXES = {"image": ("x", "y"), "diffraction": ("kx", "ky"), "stem": ("scan_x", "scan_y"),
+                "4dstem": ("scan_x", "scan_y")}
+
+
+def _damage_axes(signal) -> tuple[str, tuple[str, str]]:
+    """Signal kind and its two pixel/scan dims, after checking that damage() applies."""
+    if not isinstance(signal, xr.DataArray):
+        raise InputError("damage() takes a DataArray with attrs['signal']; for plain arrays use fading_weights()")
+    kind = str(signal.attrs.get("signal", "")).lower()
+    if kind not in _DAMAGE_AXES:
+        raise InputError(f"damage() needs attrs['signal'] in {tuple(_DAMAGE_AXES)}, got {kind!r} "
+                         "(derived signals such as CoM/iDPC: damage the 4D-STEM data or segments instead)")
+    if "dose" in signal.dims:
+        raise InputError("the signal already has a 'dose' dimension; apply damage to the dose-free signal")
+    dims = _DAMAGE_AXES[kind]
+    missing = [d for d in dims if d not in signal.dims]
+    if missing:
+        raise InputError(f"a {kind!r} signal needs dims {dims}; missing {missing}")
+    return kind, dims
+
+
+def _scan_step(signal, kind: str, dims, probe_fwhm: float) -> tuple[float, float]:
+    """Scan step (Å) along the two dims, needed only for a probe footprint (``probe_fwhm > 0``)."""
+    if not probe_fwhm > 0:
+        return (1.0, 1.0)
+    if kind not in ("stem", "4dstem"):
+        raise InputError("probe_fwhm applies to scanned signals (stem, 4dstem) only")
+    return tuple(float(abs(signal.coords[d].values[1] - signal.coords[d].values[0])) for d in dims)
+
+
+def _fading_dataarray(weights: np.ndarray, doses: np.ndarray, dims, n_frames: int, frames: bool) -> xr.DataArray:
+    """The fading weights as a DataArray: frame-averaged unless ``frames``, no dose dim for one dose."""
+    f = xr.DataArray(weights, dims=("dose", "frame") + tuple(dims),
+                     coords={"dose": ("dose", np.atleast_1d(doses), {"units": "e/Å²"}),
+                             "frame": np.arange(n_frames)})
+    if not frames:
+        f = f.mean("frame")
+    if doses.ndim == 0:
+        f = f.isel(dose=0, drop=True)
+    return f
+
+
+def _damaged_reference(signal, damaged, dims):
+    """What the signal fades to: its mean over ``dims``, zero, or the given value/array."""
+    if not isinstance(damaged, str):
+        return damaged
+    if damaged == "mean":
+        return signal.mean(dims)
+    if damaged == "zero":
+        return 0.0
+    raise InputError(f"damaged must be 'mean', 'zero', a number or an array, got {damaged!r}")
 
 
 # ============================================================================ knock-on
@@ -439,9 +462,7 @@ def _mass_and_z(element, mass):
         if symbol not in atomic_numbers:
             raise InputError(f"unknown element {element!r}; use a symbol such as 'C' or an atomic number")
         z = atomic_numbers[symbol]
-    m = float(atomic_masses[z]) if mass is None else float(mass)
-    if not (math.isfinite(m) and m > 0):
-        raise InputError(f"mass must be > 0 u, got {mass!r}")
+    m = float(atomic_masses[z]) if mass is None else as_number("mass", mass, "u", minimum=0, exclusive_minimum=True)
     return symbol, z, m
 
 
@@ -459,9 +480,7 @@ def threshold_energy(displacement_energy, mass_u):
 
     ``E_th = −m0c² + √((m0c²)² + E_d·Mc²/2)``.
     """
-    ed = float(displacement_energy)
-    if not (math.isfinite(ed) and ed > 0):
-        raise InputError(f"displacement energy must be > 0 eV, got {displacement_energy!r}")
+    ed = as_number("displacement energy", displacement_energy, "eV", minimum=0, exclusive_minimum=True)
     mc2 = float(mass_u) * _AMU_EV
     return -ELECTRON_REST_ENERGY + math.sqrt(ELECTRON_REST_ENERGY**2 + ed * mc2 / 2)
 
@@ -611,9 +630,7 @@ def knock_on(element, energy: float, displacement_energy: float, *, mass: float 
     """
     symbol, z, m = _mass_and_z(element, mass)
     e = check_energy(energy)
-    ed = float(displacement_energy)
-    if not (math.isfinite(ed) and ed > 0):
-        raise InputError(f"displacement energy must be > 0 eV, got {displacement_energy!r}")
+    ed = as_number("displacement energy", displacement_energy, "eV", minimum=0, exclusive_minimum=True)
     e_max = float(max_transferred_energy(e, m))
     e_th = threshold_energy(ed, m)
     static = displacement_cross_section(z, e, e_max, ed, model)
