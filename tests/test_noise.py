@@ -1,4 +1,4 @@
-"""Detector models and apply_noise: statistics, dose axis, signal compatibility, backends."""
+"""Camera models and apply_noise: statistics, dose axis, signal compatibility, backends."""
 
 import math
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import temsim.noise as tn
 from temsim.errors import AccuracyWarning, InputError
-from temsim.noise import apply_noise, detector_model
+from temsim.cameras import CAMERA_PRESETS, camera_model, frequency_grid
+from temsim.noise import apply_noise
 
 
 def _image(n=64, value=1.0, sampling=0.1):
@@ -40,7 +40,7 @@ def test_ideal_flat_field_is_poisson():
 
 
 def test_counting_camera_flat_field_mean_and_variance():
-    det = detector_model("counting-ded", dqe0=0.7)
+    det = camera_model("counting-ded", dqe0=0.7)
     out = apply_noise(_image(128), 3000.0, det, seed=2)
     lam = 0.7 * 30.0  # thinning keeps Poisson statistics
     _within_sampling_error(out.values, lam, lam)
@@ -70,7 +70,7 @@ def test_seed_reproducible_and_recorded_and_input_untouched():
 
 
 def test_annular_pmt_compound_poisson_statistics():
-    det = detector_model("annular-pmt", pulse_height_cv=0.5, electronic_noise=0.3, efficiency=0.9)
+    det = camera_model("annular-pmt", pulse_height_cv=0.5, electronic_noise=0.3, efficiency=0.9)
     sig = _stem(128, value=0.25, step=0.2)
     out = apply_noise(sig, 2000.0, det, seed=4)
     n_e = 2000.0 * 0.04 * 0.25  # 20 electrons per probe position
@@ -81,7 +81,7 @@ def test_annular_pmt_compound_poisson_statistics():
 
 
 def test_afterglow_correlates_along_fast_axis_only():
-    det = detector_model("annular-pmt", afterglow=2.0, electronic_noise=0.0, pulse_height_cv=0.0)
+    det = camera_model("annular-pmt", afterglow=2.0, electronic_noise=0.0, pulse_height_cv=0.0)
     out = apply_noise(_stem(128, 0.5), 5000.0, det, seed=5, fast_axis="scan_x").values
     d = out - out.mean()
     r_fast = np.mean(d[1:, :] * d[:-1, :]) / d.var()
@@ -91,7 +91,7 @@ def test_afterglow_correlates_along_fast_axis_only():
 
 
 def test_coincidence_loss_matches_binomial_per_readout_frame():
-    det = detector_model("counting-ded", dqe0=1.0, frame_rate=400.0)
+    det = camera_model("counting-ded", dqe0=1.0, frame_rate=400.0)
     img = _image(128)
     # 40 e/pixel in 0.1 s = 40 readout frames: μ = 1 per pixel per frame
     out = apply_noise(img, 4000.0, det, seed=6, exposure_time=0.1)
@@ -103,10 +103,10 @@ def test_coincidence_loss_matches_binomial_per_readout_frame():
 
 
 def test_integrating_camera_gain_and_read_noise():
-    det = detector_model("ccd", gain=4.0, read_noise=3.0, dqe0=0.5, white_noise_fraction=1.0)
+    det = camera_model("ccd", gain=4.0, read_noise=3.0, dqe0=0.5, white_noise_fraction=1.0)
     out = apply_noise(_image(128), 2000.0, det, seed=9)
     n_e = 20.0
-    fx, fy = tn.frequency_grid((128, 128))
+    fx, fy = frequency_grid((128, 128))
     # white NNPS → per-pixel variance = g²·N/DQE(0) + σ_r²; mean is exactly g·N·MTF(0) = g·N
     var = 16 * n_e / 0.5 + 9
     _within_sampling_error(out.values, 4 * n_e, var)
@@ -118,7 +118,7 @@ def test_hybrid_pixel_saturation_warns_and_clips():
     pattern = xr.DataArray(np.full((16, 16), 1 / 256, np.float32), dims=("kx", "ky"),
                            coords={"kx": np.arange(16) * 0.1, "ky": np.arange(16) * 0.1},
                            attrs={"signal": "diffraction", "illuminated_area": 1e4})
-    det = detector_model("hybrid-pixel", max_counts=100)
+    det = camera_model("hybrid-pixel", max_counts=100)
     with pytest.warns(AccuracyWarning, match="dynamic range"):
         out = apply_noise(pattern, 10.0, det, seed=1)  # ~370 e per pixel
     assert float(out.max()) == 100.0
@@ -163,11 +163,11 @@ def test_negative_dose_and_bad_dqe_rejected():
         apply_noise(_image(), [10.0, -1.0], "ideal")
     for bad in (0.0, 1.2, -0.1):
         with pytest.raises(InputError, match=r"\(0, 1\]"):
-            detector_model("counting-ded", dqe0=bad)
+            camera_model("counting-ded", dqe0=bad)
     with pytest.raises(InputError, match="valid presets"):
-        detector_model("k9000")
+        camera_model("k9000")
     with pytest.raises(InputError, match="no parameter"):
-        detector_model("ccd", bogus=1)
+        camera_model("ccd", bogus=1)
 
 
 def test_negative_signal_refused():
@@ -179,7 +179,7 @@ def test_negative_signal_refused():
 
 def test_energy_far_from_reference_warns():
     with pytest.warns(AccuracyWarning, match="keV"):
-        detector_model("counting-ded", energy=60e3)
+        camera_model("counting-ded", energy=60e3)
 
 
 def test_dataset_processed_per_variable_with_independent_seeds():
@@ -191,8 +191,8 @@ def test_dataset_processed_per_variable_with_independent_seeds():
 
 def test_dqe_relation_holds_for_every_model():
     f = np.linspace(0, 0.5, 11)
-    for name in tn.DETECTOR_PRESETS:
-        det = detector_model(name)
+    for name in CAMERA_PRESETS:
+        det = camera_model(name)
         np.testing.assert_allclose(det.dqe(f), det.dqe0 * det.mtf(f) ** 2 / det.nnps(f))
         assert det.dqe(0.0) == pytest.approx(det.dqe0)
 

@@ -1,4 +1,4 @@
-"""Detector models measured like real detectors: flat-field DQE(0), noise power spectra and
+"""Camera models measured like real detectors: flat-field DQE(0), noise power spectra and
 edge-method MTFs from simulated counts, compared with the models (within 5 %)."""
 
 import math
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from temsim.noise import apply_noise, detector_model, frequency_grid
+from temsim.cameras import camera_model, frequency_grid
+from temsim.noise import apply_noise
 
 from _record import record  # noqa: E402
 
@@ -59,7 +60,7 @@ CASES = [
 def test_flat_field_dqe0_matches_model(name, overrides, n_e):
     """DQE(0) = E[S]² / (N · n² · var S) with S the total counts of an n×n flat field: the DC
     bin of the noise power spectrum, estimated from 10 000 independent flat fields."""
-    det = detector_model(name, **overrides)
+    det = camera_model(name, **overrides)
     n, n_fields = 16, 10000
     fields = _flat_fields(det, n_e, n_fields=n_fields, n=n, seed=1)
     totals = fields.sum(axis=(1, 2))
@@ -76,7 +77,7 @@ def test_flat_field_dqe0_matches_model(name, overrides, n_e):
 
 @pytest.mark.parametrize("name", ["counting-ded", "ccd"])
 def test_noise_power_spectrum_matches_model(name):
-    det = detector_model(name, read_noise=0.0) if name == "ccd" else detector_model(name)
+    det = camera_model(name, read_noise=0.0) if name == "ccd" else camera_model(name)
     n_e = 400.0
     fields = _flat_fields(det, n_e, n_fields=128, n=128, seed=2)
     nps = _nps(fields)
@@ -115,7 +116,7 @@ def _edge_mtf(det, n=256, rows_dose=1e5, seed=3):
 
 @pytest.mark.parametrize("name", ["counting-ded", "ccd"])
 def test_edge_method_mtf_matches_model(name):
-    det = detector_model(name)
+    det = camera_model(name)
     freqs, measured = _edge_mtf(det)
     model = det.mtf(freqs, 0.0)
     sel = model >= 0.1
@@ -132,7 +133,7 @@ def test_edge_method_mtf_matches_model(name):
 def test_dqe_at_frequency_from_edge_mtf_and_nps():
     """DQE(f) = MTF(f)² · g² · N / NPS(f), MTF from the edge method and NPS from flat fields
     (ring-averaged: the counting camera's noise is isotropic), vs the model along fx."""
-    det = detector_model("counting-ded")
+    det = camera_model("counting-ded")
     freqs, mtf = _edge_mtf(det)
     n_e, n = 400.0, 128
     fields = _flat_fields(det, n_e, n_fields=64, n=n, seed=4)
@@ -152,7 +153,7 @@ def test_dqe_at_frequency_from_edge_mtf_and_nps():
 
 
 def test_pmt_dqe_including_electronic_noise():
-    det = detector_model("annular-pmt", pulse_height_cv=0.7, electronic_noise=2.0)
+    det = camera_model("annular-pmt", pulse_height_cv=0.7, electronic_noise=2.0)
     n_e = 10.0
     sig = xr.DataArray(np.ones((256, 256), np.float32), dims=("scan_x", "scan_y"),
                        coords={"scan_x": np.arange(256.0), "scan_y": np.arange(256.0)},
@@ -167,7 +168,7 @@ def test_pmt_dqe_including_electronic_noise():
 
 
 def test_coincidence_loss_dqe0_matches_analytic():
-    det = detector_model("counting-ded", dqe0=0.9)
+    det = camera_model("counting-ded", dqe0=0.9)
     n_e, exposure = 200.0, 0.25  # 100 readout frames at 400 fps → μ = 1.8 per pixel per frame
     img = _image(np.ones((128, 128)))
     fields = apply_noise(img, [n_e] * 16, det, seed=6, exposure_time=exposure).values.astype(np.float64)
