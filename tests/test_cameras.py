@@ -23,8 +23,9 @@ from temsim.errors import InputError
 
 def _image(n=32, value=1.0, sampling=0.1):
     c = np.arange(n) * sampling
-    return xr.DataArray(np.full((n, n), value, np.float32), dims=("x", "y"), coords={"x": c, "y": c},
-                        attrs={"signal": "image"})
+    return xr.DataArray(
+        np.full((n, n), value, np.float32), dims=("x", "y"), coords={"x": c, "y": c}, attrs={"signal": "image"}
+    )
 
 
 def test_every_preset_is_a_camera_model_subclass():

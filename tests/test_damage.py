@@ -25,8 +25,12 @@ from temsim.errors import InputError
 def _stem(n=16, step=0.5):
     c = np.arange(n) * step
     rng = np.random.default_rng(0)
-    return xr.DataArray(rng.uniform(0.1, 0.3, (n, n)).astype(np.float64), dims=("scan_x", "scan_y"),
-                        coords={"scan_x": c, "scan_y": c}, attrs={"signal": "stem", "detector": "annular"})
+    return xr.DataArray(
+        rng.uniform(0.1, 0.3, (n, n)).astype(np.float64),
+        dims=("scan_x", "scan_y"),
+        coords={"scan_x": c, "scan_y": c},
+        attrs={"signal": "stem", "detector": "annular"},
+    )
 
 
 def test_fading_is_one_over_e_at_dc_and_mean_fading_limits():
@@ -74,8 +78,9 @@ def test_array_api_strict_fading():
     xps = pytest.importorskip("array_api_strict")
     d = xps.asarray([0.0, 10.0, 100.0])
     np.testing.assert_allclose(np.asarray(fading(d, 10.0)), np.exp(-np.array([0.0, 1.0, 10.0])), rtol=1e-12)
-    np.testing.assert_allclose(np.asarray(mean_fading(d, 10.0)), [1.0, 1 - math.exp(-1), 0.1 * (1 - math.exp(-10))],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(mean_fading(d, 10.0)), [1.0, 1 - math.exp(-1), 0.1 * (1 - math.exp(-10))], rtol=1e-12
+    )
 
 
 def test_damage_adds_dose_dim_and_conserves_mean_with_mean_reference():

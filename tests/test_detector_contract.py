@@ -42,8 +42,11 @@ def _intensity(n=3, gpts=GRID.gpts, seed=0):
 
 def test_every_detector_class_is_covered():
     classes = {type(d) for d in DETECTORS.values()}
-    parameter_classes = {getattr(td, name) for name in td.__all__
-                         if isinstance(getattr(td, name), type) and hasattr(getattr(td, name), "compile")}
+    parameter_classes = {
+        getattr(td, name)
+        for name in td.__all__
+        if isinstance(getattr(td, name), type) and hasattr(getattr(td, name), "compile")
+    }
     assert parameter_classes <= classes
 
 

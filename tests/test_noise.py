@@ -6,21 +6,26 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from temsim.errors import AccuracyWarning, InputError
 from temsim.cameras import CAMERA_PRESETS, camera_model, frequency_grid
+from temsim.errors import AccuracyWarning, InputError
 from temsim.noise import apply_noise
 
 
 def _image(n=64, value=1.0, sampling=0.1):
     c = np.arange(n) * sampling
-    return xr.DataArray(np.full((n, n), value, np.float32), dims=("x", "y"), coords={"x": c, "y": c},
-                        attrs={"signal": "image"})
+    return xr.DataArray(
+        np.full((n, n), value, np.float32), dims=("x", "y"), coords={"x": c, "y": c}, attrs={"signal": "image"}
+    )
 
 
 def _stem(n=32, value=0.3, step=0.2, detector="annular"):
     c = np.arange(n) * step
-    return xr.DataArray(np.full((n, n), value, np.float32), dims=("scan_x", "scan_y"),
-                        coords={"scan_x": c, "scan_y": c}, attrs={"signal": "stem", "detector": detector})
+    return xr.DataArray(
+        np.full((n, n), value, np.float32),
+        dims=("scan_x", "scan_y"),
+        coords={"scan_x": c, "scan_y": c},
+        attrs={"signal": "stem", "detector": detector},
+    )
 
 
 def _within_sampling_error(sample, mean, var, n_sigma=3.0):
@@ -115,9 +120,12 @@ def test_integrating_camera_gain_and_read_noise():
 
 
 def test_hybrid_pixel_saturation_warns_and_clips():
-    pattern = xr.DataArray(np.full((16, 16), 1 / 256, np.float32), dims=("kx", "ky"),
-                           coords={"kx": np.arange(16) * 0.1, "ky": np.arange(16) * 0.1},
-                           attrs={"signal": "diffraction", "illuminated_area": 1e4})
+    pattern = xr.DataArray(
+        np.full((16, 16), 1 / 256, np.float32),
+        dims=("kx", "ky"),
+        coords={"kx": np.arange(16) * 0.1, "ky": np.arange(16) * 0.1},
+        attrs={"signal": "diffraction", "illuminated_area": 1e4},
+    )
     det = camera_model("hybrid-pixel", max_counts=100)
     with pytest.warns(AccuracyWarning, match="dynamic range"):
         out = apply_noise(pattern, 10.0, det, seed=1)  # ~370 e per pixel
@@ -131,9 +139,12 @@ def test_diffraction_needs_illuminated_area():
 
 
 def test_4dstem_noise_on_diffraction_axes():
-    data = xr.DataArray(np.full((4, 5, 16, 16), 1 / 256, np.float32), dims=("scan_x", "scan_y", "kx", "ky"),
-                        coords={"scan_x": np.arange(4) * 0.5, "scan_y": np.arange(5) * 0.5},
-                        attrs={"signal": "4dstem"})
+    data = xr.DataArray(
+        np.full((4, 5, 16, 16), 1 / 256, np.float32),
+        dims=("scan_x", "scan_y", "kx", "ky"),
+        coords={"scan_x": np.arange(4) * 0.5, "scan_y": np.arange(5) * 0.5},
+        attrs={"signal": "4dstem"},
+    )
     out = apply_noise(data, [1e4, 2e4], "hybrid-pixel", seed=3)
     assert out.dims == ("dose", "scan_x", "scan_y", "kx", "ky")
     # 1e4 e/Å² × 0.25 Å² = 2500 e per probe position; hybrid DQE(0) 0.95

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import xarray as xr
+from _record import record  # noqa: E402
 from scipy.integrate import quad
 
 from temsim.beam_damage import (
@@ -17,7 +18,6 @@ from temsim.beam_damage import (
     threshold_energy,
 )
 
-from _record import record  # noqa: E402
 M0C2 = 510998.95  # eV
 AMU = 931494102.42  # eV
 R_E = 2.8179403262e-5  # Å
@@ -65,9 +65,18 @@ def test_raster_without_overlap_and_with_overlap_total_dose_limit():
     interior = w[20, 20]
     assert math.exp(-dose / dc) < interior < mean_fading(dose, dc)
     first_line = w[20, 0]
-    _record("raster_overlap", {"dose": dose, "critical_dose": dc, "probe_fwhm_A": 1.0, "step_A": 0.2,
-                               "interior": float(interior), "first_line": float(first_line),
-                               "no_overlap": float(mean_fading(dose, dc))})
+    _record(
+        "raster_overlap",
+        {
+            "dose": dose,
+            "critical_dose": dc,
+            "probe_fwhm_A": 1.0,
+            "step_A": 0.2,
+            "interior": float(interior),
+            "first_line": float(first_line),
+            "no_overlap": float(mean_fading(dose, dc)),
+        },
+    )
     assert first_line > interior
 
 
@@ -89,8 +98,7 @@ def test_threshold_voltage_carbon_21p5_ev_by_hand():
     assert 105.5e3 < r.threshold_voltage < 107.0e3  # ≈ 106 kV
     assert max_transferred_energy(r.threshold_voltage, 12.011) == pytest.approx(21.5, rel=1e-12)
     r12 = threshold_energy(21.14, 12.0)
-    _record("threshold_carbon", {"E_d_eV": 21.5, "threshold_V": r.threshold_voltage,
-                                 "threshold_12C_21.14eV_V": r12})
+    _record("threshold_carbon", {"E_d_eV": 21.5, "threshold_V": r.threshold_voltage, "threshold_12C_21.14eV_V": r12})
 
 
 def _mckinley_feshbach_by_angle(z, energy, e_max, e_d):
@@ -111,8 +119,15 @@ def _mckinley_feshbach_by_angle(z, energy, e_max, e_d):
     return quad(integrand, 2 * math.asin(s_min), math.pi, epsabs=0, epsrel=1e-12)[0] / 1e-8  # barn
 
 
-@pytest.mark.parametrize("element,z,mass,energy,e_d", [("C", 6, 12.011, 200e3, 21.5), ("C", 6, 12.0, 300e3, 21.14),
-                                                        ("Si", 14, 28.085, 300e3, 13.0), ("B", 5, 10.81, 120e3, 15.0)])
+@pytest.mark.parametrize(
+    "element,z,mass,energy,e_d",
+    [
+        ("C", 6, 12.011, 200e3, 21.5),
+        ("C", 6, 12.0, 300e3, 21.14),
+        ("Si", 14, 28.085, 300e3, 13.0),
+        ("B", 5, 10.81, 120e3, 15.0),
+    ],
+)
 def test_cross_section_closed_form_equals_angular_integral(element, z, mass, energy, e_d):
     r = knock_on(element, energy, e_d, mass=mass)
     numeric = _mckinley_feshbach_by_angle(z, energy, r.max_transferred_energy, e_d)
@@ -132,8 +147,15 @@ def test_cross_section_against_egerton_sigdis_arithmetic():
     pref = 0.2494 * z**2 * (1 - b * b) / b**4
     sigdis = pref * (x - 1 - b * b * math.log(x) + math.pi * al * b * (2 * math.sqrt(x) - math.log(x) - 2))
     r = knock_on("C", e0_kev * 1e3, e_d)
-    _record("cross_section_carbon_200kV_21.5eV", {"temsim_barn": r.static_cross_section, "sigdis_arithmetic_barn": sigdis,
-                                                  "E_max_eV": r.max_transferred_energy, "sigdis_E_max_eV": e_max})
+    _record(
+        "cross_section_carbon_200kV_21.5eV",
+        {
+            "temsim_barn": r.static_cross_section,
+            "sigdis_arithmetic_barn": sigdis,
+            "E_max_eV": r.max_transferred_energy,
+            "sigdis_E_max_eV": e_max,
+        },
+    )
     assert r.static_cross_section == pytest.approx(sigdis, rel=0.01)
     assert r.max_transferred_energy == pytest.approx(e_max, rel=0.005)
 
@@ -164,13 +186,22 @@ def test_thermal_vibrations_lower_the_onset_in_graphene():
     onset_thermal = float(energies[np.argmax(thermal > level)])
     onset_13c = float(energies[np.argmax(heavy > level)])
     r100 = knock_on("C", 100e3, e_d, mass=12.0, temperature=300)
-    _record("graphene_thermal_onset", {
-        "E_d_eV": e_d, "debye_K": 1287.0, "temperature_K": 300.0,
-        "static_threshold_V": threshold_energy(e_d, 12.0), "onset_static_0.01barn_V": onset_static,
-        "onset_thermal_0.01barn_V": onset_thermal, "onset_thermal_13C_0.01barn_V": onset_13c,
-        "sigma_12C_100kV_thermal_barn": r100.cross_section, "sigma_12C_100kV_static_barn": r100.static_cross_section,
-        "E_max_spread_100kV_eV": r100.transfer_spread,
-        "sigma_13C_100kV_thermal_barn": knock_on("C", 100e3, e_d, mass=13.0034, temperature=300).cross_section})
+    _record(
+        "graphene_thermal_onset",
+        {
+            "E_d_eV": e_d,
+            "debye_K": 1287.0,
+            "temperature_K": 300.0,
+            "static_threshold_V": threshold_energy(e_d, 12.0),
+            "onset_static_0.01barn_V": onset_static,
+            "onset_thermal_0.01barn_V": onset_thermal,
+            "onset_thermal_13C_0.01barn_V": onset_13c,
+            "sigma_12C_100kV_thermal_barn": r100.cross_section,
+            "sigma_12C_100kV_static_barn": r100.static_cross_section,
+            "E_max_spread_100kV_eV": r100.transfer_spread,
+            "sigma_13C_100kV_thermal_barn": knock_on("C", 100e3, e_d, mass=13.0034, temperature=300).cross_section,
+        },
+    )
     assert r100.static_cross_section == 0.0 and r100.cross_section > 0.1
     assert onset_static - onset_thermal > 10e3  # lowered by more than 10 kV
     assert onset_13c > onset_thermal  # heavier isotope is more robust

@@ -6,11 +6,10 @@ import math
 import numpy as np
 import pytest
 import xarray as xr
+from _record import record  # noqa: E402
 
 from temsim.cameras import camera_model, frequency_grid
 from temsim.noise import apply_noise
-
-from _record import record  # noqa: E402
 
 
 def _record(name: str, data: dict) -> None:
@@ -19,17 +18,23 @@ def _record(name: str, data: dict) -> None:
 
 def _image(values, sampling=1.0):
     nx, ny = values.shape
-    return xr.DataArray(values.astype(np.float32), dims=("x", "y"),
-                        coords={"x": np.arange(nx) * sampling, "y": np.arange(ny) * sampling},
-                        attrs={"signal": "image"})
+    return xr.DataArray(
+        values.astype(np.float32),
+        dims=("x", "y"),
+        coords={"x": np.arange(nx) * sampling, "y": np.arange(ny) * sampling},
+        attrs={"signal": "image"},
+    )
 
 
 def _flat_fields(detector, electrons_per_pixel, n_fields=48, n=128, seed=0):
     """n_fields independent flat fields in one call (a dose axis of equal doses)."""
     img = _image(np.ones((n, n)))
     if not detector.accepts("image"):  # hybrid pixel arrays: a uniform diffraction pattern
-        img = xr.DataArray(np.full((n, n), 1.0 / n**2, np.float32), dims=("kx", "ky"),
-                           attrs={"signal": "diffraction", "illuminated_area": float(n * n)})
+        img = xr.DataArray(
+            np.full((n, n), 1.0 / n**2, np.float32),
+            dims=("kx", "ky"),
+            attrs={"signal": "diffraction", "illuminated_area": float(n * n)},
+        )
     out = apply_noise(img, [electrons_per_pixel] * n_fields, detector, seed=seed)
     return out.values.astype(np.float64)
 
@@ -69,9 +74,16 @@ def test_flat_field_dqe0_matches_model(name, overrides, n_e):
     rel = abs(dqe0_measured / dqe0_model - 1)
     sampling_error = math.sqrt(2 / (n_fields - 1))
     label = "_".join(f"{k}={v}" for k, v in overrides.items()) or "preset"
-    _record(f"dqe0_{name}_{label}_N{n_e:g}", {
-        "electrons_per_pixel": n_e, "dqe0_measured": dqe0_measured, "dqe0_model": dqe0_model,
-        "relative_error": rel, "relative_sampling_error": sampling_error})
+    _record(
+        f"dqe0_{name}_{label}_N{n_e:g}",
+        {
+            "electrons_per_pixel": n_e,
+            "dqe0_measured": dqe0_measured,
+            "dqe0_model": dqe0_model,
+            "relative_error": rel,
+            "relative_sampling_error": sampling_error,
+        },
+    )
     assert rel < 0.05
 
 
@@ -94,8 +106,15 @@ def test_noise_power_spectrum_matches_model(name):
         sel = (f > lo) & (f <= hi)
         measured = float(nnps_measured[sel].mean())
         model = float(np.broadcast_to(det.nnps(fx, fy), nps.shape)[sel].mean())
-        rows.append({"f_lo": lo, "f_hi": hi, "nnps_measured": measured, "nnps_model": model,
-                     "relative_error": abs(measured / model - 1)})
+        rows.append(
+            {
+                "f_lo": lo,
+                "f_hi": hi,
+                "nnps_measured": measured,
+                "nnps_model": model,
+                "relative_error": abs(measured / model - 1),
+            }
+        )
     _record(f"nnps_{name}", {"electrons_per_pixel": n_e, "bins": rows})
     worst = max(r["relative_error"] for r in rows)
     assert worst < 0.05, rows
@@ -105,7 +124,7 @@ def _edge_mtf(det, n=256, rows_dose=1e5, seed=3):
     """Edge method: a vertical edge (dark 0.2 → bright 1.0), ESF averaged along y, LSF = dESF/dx,
     MTF = |DFT(LSF)| normalized at f = 0, using only the window holding the rising edge."""
     values = np.full((n, n), 0.2)
-    values[n // 4: 3 * n // 4, :] = 1.0
+    values[n // 4 : 3 * n // 4, :] = 1.0
     counts = apply_noise(_image(values), rows_dose, det, seed=seed).values.astype(np.float64)
     esf = counts.mean(axis=1)
     lsf = np.diff(esf)[: n // 2]  # rising edge at n/4, falling edge outside the window
@@ -122,10 +141,18 @@ def test_edge_method_mtf_matches_model(name):
     sel = model >= 0.1
     rel = np.abs(measured[sel] / model[sel] - 1)
     absolute = np.abs(measured - model)
-    _record(f"edge_mtf_{name}", {
-        "f": freqs[::8].tolist(), "mtf_measured": measured[::8].tolist(), "mtf_model": model[::8].tolist(),
-        "max_relative_error_where_mtf>=0.1": float(rel.max()), "max_absolute_error": float(absolute.max()),
-        "mtf_model_nyquist": float(det.mtf(0.5, 0.0)), "mtf_measured_nyquist": float(measured[-1])})
+    _record(
+        f"edge_mtf_{name}",
+        {
+            "f": freqs[::8].tolist(),
+            "mtf_measured": measured[::8].tolist(),
+            "mtf_model": model[::8].tolist(),
+            "max_relative_error_where_mtf>=0.1": float(rel.max()),
+            "max_absolute_error": float(absolute.max()),
+            "mtf_model_nyquist": float(det.mtf(0.5, 0.0)),
+            "mtf_measured_nyquist": float(measured[-1]),
+        },
+    )
     assert rel.max() < 0.05
     assert absolute.max() < 0.02
 
@@ -145,8 +172,14 @@ def test_dqe_at_frequency_from_edge_mtf_and_nps():
     for target in (0.0625, 0.125, 0.25, 0.375, 0.4375):
         ring = np.abs(f - target) < 0.5 / n
         measured = float(np.interp(target, freqs, mtf)) ** 2 * gain**2 * n_e / float(nps[ring].mean())
-        rows.append({"f": target, "dqe_measured": measured, "dqe_model": float(det.dqe(target, 0.0)),
-                     "ring_bins": int(ring.sum())})
+        rows.append(
+            {
+                "f": target,
+                "dqe_measured": measured,
+                "dqe_model": float(det.dqe(target, 0.0)),
+                "ring_bins": int(ring.sum()),
+            }
+        )
     _record("dqe_f_counting-ded", {"rows": rows})
     for r in rows:
         assert abs(r["dqe_measured"] / r["dqe_model"] - 1) < 0.05, r
@@ -155,14 +188,24 @@ def test_dqe_at_frequency_from_edge_mtf_and_nps():
 def test_pmt_dqe_including_electronic_noise():
     det = camera_model("annular-pmt", pulse_height_cv=0.7, electronic_noise=2.0)
     n_e = 10.0
-    sig = xr.DataArray(np.ones((256, 256), np.float32), dims=("scan_x", "scan_y"),
-                       coords={"scan_x": np.arange(256.0), "scan_y": np.arange(256.0)},
-                       attrs={"signal": "stem"})
+    sig = xr.DataArray(
+        np.ones((256, 256), np.float32),
+        dims=("scan_x", "scan_y"),
+        coords={"scan_x": np.arange(256.0), "scan_y": np.arange(256.0)},
+        attrs={"signal": "stem"},
+    )
     out = apply_noise(sig, n_e, det, seed=5).values.astype(np.float64)
     dqe_measured = out.mean() ** 2 / (n_e * out.var())
     dqe_model = float(det.dqe(0.0, electrons_per_pixel=n_e))
-    _record("dqe0_annular-pmt", {"electrons_per_probe": n_e, "dqe_measured": dqe_measured, "dqe_model": dqe_model,
-                                 "dqe_no_electronic_noise": det.dqe0})
+    _record(
+        "dqe0_annular-pmt",
+        {
+            "electrons_per_probe": n_e,
+            "dqe_measured": dqe_measured,
+            "dqe_model": dqe_model,
+            "dqe_no_electronic_noise": det.dqe0,
+        },
+    )
     assert abs(dqe_measured / dqe_model - 1) < 0.05
     assert dqe_model < det.dqe0 * 0.8  # electronic noise of 2 pulses costs > 20 % at 10 e
 
@@ -179,8 +222,15 @@ def test_coincidence_loss_dqe0_matches_analytic():
     slope_model = 0.9 * math.exp(-0.9 * mu_rate / 400.0)
     dqe_measured = slope**2 * n_e / fields.var(axis=(1, 2)).mean()
     dqe_model = det.dqe0_at_rate(mu_rate)
-    _record("coincidence_counting-ded", {"slope_measured": slope, "slope_model": slope_model,
-                                         "dqe0_measured": dqe_measured, "dqe0_model": dqe_model,
-                                         "recorded_fraction": det.recorded_fraction(mu_rate)})
+    _record(
+        "coincidence_counting-ded",
+        {
+            "slope_measured": slope,
+            "slope_model": slope_model,
+            "dqe0_measured": dqe_measured,
+            "dqe0_model": dqe_model,
+            "recorded_fraction": det.recorded_fraction(mu_rate),
+        },
+    )
     assert abs(slope / slope_model - 1) < 0.05
     assert abs(dqe_measured / dqe_model - 1) < 0.1

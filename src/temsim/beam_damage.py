@@ -86,8 +86,9 @@ class CriticalDose:
     source: str = "user"
 
     def __post_init__(self):
-        object.__setattr__(self, "value", as_number("critical dose", self.value, "e/Å²", minimum=0,
-                                                    exclusive_minimum=True))
+        object.__setattr__(
+            self, "value", as_number("critical dose", self.value, "e/Å²", minimum=0, exclusive_minimum=True)
+        )
 
     def fading(self, dose):
         """``exp(−D/Dc)`` for dose(s) ``D`` (e/Å²)."""
@@ -106,28 +107,47 @@ class CriticalDose:
 #: Critical doses with sources (see docs/dose-detectors-damage.md for caveats).
 CRITICAL_DOSE_PRESETS: dict[str, CriticalDose] = {
     "zif-8": CriticalDose(
-        25.0, "ZIF-8", "300 kV, room temperature, HRTEM; crystallinity lost by ~25 e/Å² "
-        "(an end-point dose, used here as Dc)",
-        "Zhu et al., Nat. Mater. 16, 532 (2017) doi:10.1038/nmat4852"),
+        25.0,
+        "ZIF-8",
+        "300 kV, room temperature, HRTEM; crystallinity lost by ~25 e/Å² (an end-point dose, used here as Dc)",
+        "Zhu et al., Nat. Mater. 16, 532 (2017) doi:10.1038/nmat4852",
+    ),
     "zif-8-liquid": CriticalDose(
-        80.0, "ZIF-8 in water or DMF (liquid cell)", "in situ electron diffraction, critical fluence ~80 e/Å²",
-        "Gnanasekaran et al., Nano Lett. 24, 10161 (2024) doi:10.1021/acs.nanolett.4c02242"),
+        80.0,
+        "ZIF-8 in water or DMF (liquid cell)",
+        "in situ electron diffraction, critical fluence ~80 e/Å²",
+        "Gnanasekaran et al., Nano Lett. 24, 10161 (2024) doi:10.1021/acs.nanolett.4c02242",
+    ),
     "uio-66": CriticalDose(
-        256.0, "UiO-66", "300 kV, room temperature, iDPC-STEM (value as quoted in the temsim issue; "
-        "confirm against the paper)",
-        "Shen et al., Nat. Commun. 11, 2692 (2020) doi:10.1038/s41467-020-16531-y"),
+        256.0,
+        "UiO-66",
+        "300 kV, room temperature, iDPC-STEM (value as quoted in the temsim issue; confirm against the paper)",
+        "Shen et al., Nat. Commun. 11, 2692 (2020) doi:10.1038/s41467-020-16531-y",
+    ),
     "mfm-300-cr": CriticalDose(
-        1111.0, "MFM-300(Cr)", "critical electron fluence from diffraction fading",
-        "Tien et al., J. Mater. Chem. A (2024) doi:10.1039/D4TA03302G"),
+        1111.0,
+        "MFM-300(Cr)",
+        "critical electron fluence from diffraction fading",
+        "Tien et al., J. Mater. Chem. A (2024) doi:10.1039/D4TA03302G",
+    ),
     "mfm-300-al": CriticalDose(
-        330.0, "MFM-300(Al)", "critical electron fluence from diffraction fading",
-        "Tien et al., J. Mater. Chem. A (2024) doi:10.1039/D4TA03302G"),
+        330.0,
+        "MFM-300(Al)",
+        "critical electron fluence from diffraction fading",
+        "Tien et al., J. Mater. Chem. A (2024) doi:10.1039/D4TA03302G",
+    ),
     "mfm-300-ga": CriticalDose(
-        189.0, "MFM-300(Ga)", "critical electron fluence from diffraction fading",
-        "Tien et al., J. Mater. Chem. A (2024) doi:10.1039/D4TA03302G"),
+        189.0,
+        "MFM-300(Ga)",
+        "critical electron fluence from diffraction fading",
+        "Tien et al., J. Mater. Chem. A (2024) doi:10.1039/D4TA03302G",
+    ),
     "mfm-300-in": CriticalDose(
-        147.0, "MFM-300(In)", "critical electron fluence from diffraction fading",
-        "Tien et al., J. Mater. Chem. A (2024) doi:10.1039/D4TA03302G"),
+        147.0,
+        "MFM-300(In)",
+        "critical electron fluence from diffraction fading",
+        "Tien et al., J. Mater. Chem. A (2024) doi:10.1039/D4TA03302G",
+    ),
 }
 
 
@@ -145,20 +165,34 @@ def critical_dose(spec) -> CriticalDose:
         if key in CRITICAL_DOSE_PRESETS:
             return CRITICAL_DOSE_PRESETS[key]
         if key.startswith("cryo-protein@"):
-            d = as_number(f"the resolution after '@' in {spec!r} (e.g. 'cryo-protein@3')", key.split("@", 1)[1],
-                          "Å", minimum=0, exclusive_minimum=True)
-            return CriticalDose(float(critical_exposure_cryo(1.0 / d)), f"protein in vitreous ice at {d:g} Å",
-                                "300 kV, cryo; resolution-dependent critical exposure",
-                                "Grant & Grigorieff, eLife 4, e06980 (2015) doi:10.7554/eLife.06980")
+            d = as_number(
+                f"the resolution after '@' in {spec!r} (e.g. 'cryo-protein@3')",
+                key.split("@", 1)[1],
+                "Å",
+                minimum=0,
+                exclusive_minimum=True,
+            )
+            return CriticalDose(
+                float(critical_exposure_cryo(1.0 / d)),
+                f"protein in vitreous ice at {d:g} Å",
+                "300 kV, cryo; resolution-dependent critical exposure",
+                "Grant & Grigorieff, eLife 4, e06980 (2015) doi:10.7554/eLife.06980",
+            )
         if key == "graphene":
-            raise InputError("graphene is damaged by knock-on, not radiolysis: use temsim.knock_on('C', energy, 21.14, "
-                             "temperature=300).critical_dose for a dose scale")
+            raise InputError(
+                "graphene is damaged by knock-on, not radiolysis: use temsim.knock_on('C', energy, 21.14, "
+                "temperature=300).critical_dose for a dose scale"
+            )
         valid = list(CRITICAL_DOSE_PRESETS) + ["cryo-protein@<resolution Å>"]
-        raise InputError(f"unknown critical-dose preset {spec!r}; valid presets: {', '.join(valid)}, or a number in e/Å²")
+        raise InputError(
+            f"unknown critical-dose preset {spec!r}; valid presets: {', '.join(valid)}, or a number in e/Å²"
+        )
     try:
         return CriticalDose(float(spec))
     except (TypeError, ValueError):
-        raise InputError(f"critical dose must be a preset name, a number (e/Å²) or a CriticalDose, got {spec!r}") from None
+        raise InputError(
+            f"critical dose must be a preset name, a number (e/Å²) or a CriticalDose, got {spec!r}"
+        ) from None
 
 
 def critical_exposure_cryo(spatial_frequency):
@@ -243,16 +277,25 @@ def _kernel_1d(fwhm: float, step: float) -> np.ndarray:
 def _cover_before(n: int, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per position: dose share from all n positions, from earlier ones (forward and reverse)."""
     m = (g.size - 1) // 2
-    cover = np.convolve(np.ones(n), g, mode="full")[m:m + n]
-    cum = np.concatenate([[0.0], np.cumsum(g[m + 1:])])  # cum[k] = Σ_{d=1..k} g(d)
+    cover = np.convolve(np.ones(n), g, mode="full")[m : m + n]
+    cum = np.concatenate([[0.0], np.cumsum(g[m + 1 :])])  # cum[k] = Σ_{d=1..k} g(d)
     idx = np.arange(n)
     before = cum[np.minimum(idx, m)]
     before_rev = cum[np.minimum(n - 1 - idx, m)]
     return cover, before, before_rev
 
 
-def fading_weights(dose, critical, shape, *, order: str = "parallel", n_frames: int = 1,
-                   step=(1.0, 1.0), probe_fwhm: float = 0.0, fast_axis: int = 0) -> np.ndarray:
+def fading_weights(
+    dose,
+    critical,
+    shape,
+    *,
+    order: str = "parallel",
+    n_frames: int = 1,
+    step=(1.0, 1.0),
+    probe_fwhm: float = 0.0,
+    fast_axis: int = 0,
+) -> np.ndarray:
     """Mean intact fraction recorded at each pixel in each frame.
 
     Parameters
@@ -333,8 +376,18 @@ def fading_weights(dose, critical, shape, *, order: str = "parallel", n_frames: 
     return np.exp(-start) * within
 
 
-def damage(signal, dose, critical, *, order: str | None = None, n_frames: int = 1, frames: bool = False,
-           probe_fwhm: float = 0.0, damaged="mean", fast_axis: str = "scan_x"):
+def damage(
+    signal,
+    dose,
+    critical,
+    *,
+    order: str | None = None,
+    n_frames: int = 1,
+    frames: bool = False,
+    probe_fwhm: float = 0.0,
+    damaged="mean",
+    fast_axis: str = "scan_x",
+):
     """Apply first-order fading, accumulated during the acquisition, to a simulated signal.
 
     Parameters
@@ -379,15 +432,28 @@ def damage(signal, dose, critical, *, order: str | None = None, n_frames: int = 
         raise InputError("dose must be a number or a 1-D sequence (e/Å²)")
     step = _scan_step(signal, kind, dims, probe_fwhm)
     shape = (signal.sizes[dims[0]], signal.sizes[dims[1]])
-    weights = fading_weights(doses, dc, shape, order=order, n_frames=n_frames, step=step,
-                             probe_fwhm=probe_fwhm, fast_axis=0 if fast_axis == "scan_x" else 1)
+    weights = fading_weights(
+        doses,
+        dc,
+        shape,
+        order=order,
+        n_frames=n_frames,
+        step=step,
+        probe_fwhm=probe_fwhm,
+        fast_axis=0 if fast_axis == "scan_x" else 1,
+    )
     f = _fading_dataarray(weights, doses, dims, n_frames, frames)
     ref = _damaged_reference(signal, damaged, dims)
     out = ref + (signal - ref) * f.astype(signal.dtype)
     out = out.transpose(*[d for d in ("dose", "frame") if d in out.dims], *signal.dims)
     out.attrs = dict(signal.attrs)
-    out.attrs.update(critical_dose=dc.value, critical_dose_source=dc.source, damage_order=order,
-                     n_frames=int(n_frames), probe_fwhm=float(probe_fwhm))
+    out.attrs.update(
+        critical_dose=dc.value,
+        critical_dose_source=dc.source,
+        damage_order=order,
+        n_frames=int(n_frames),
+        probe_fwhm=float(probe_fwhm),
+    )
     if doses.ndim == 0:
         out.attrs["dose"] = float(doses)
     out.name = signal.name
@@ -395,8 +461,12 @@ def damage(signal, dose, critical, *, order: str | None = None, n_frames: int = 
 
 
 #: Pixel (or scan) dims of each signal kind that damage() accepts.
-_DAMAGE_AXES = {"image": ("x", "y"), "diffraction": ("kx", "ky"), "stem": ("scan_x", "scan_y"),
-                "4dstem": ("scan_x", "scan_y")}
+_DAMAGE_AXES = {
+    "image": ("x", "y"),
+    "diffraction": ("kx", "ky"),
+    "stem": ("scan_x", "scan_y"),
+    "4dstem": ("scan_x", "scan_y"),
+}
 
 
 def _damage_axes(signal) -> tuple[str, tuple[str, str]]:
@@ -405,8 +475,10 @@ def _damage_axes(signal) -> tuple[str, tuple[str, str]]:
         raise InputError("damage() takes a DataArray with attrs['signal']; for plain arrays use fading_weights()")
     kind = str(signal.attrs.get("signal", "")).lower()
     if kind not in _DAMAGE_AXES:
-        raise InputError(f"damage() needs attrs['signal'] in {tuple(_DAMAGE_AXES)}, got {kind!r} "
-                         "(derived signals such as CoM/iDPC: damage the 4D-STEM data or segments instead)")
+        raise InputError(
+            f"damage() needs attrs['signal'] in {tuple(_DAMAGE_AXES)}, got {kind!r} "
+            "(derived signals such as CoM/iDPC: damage the 4D-STEM data or segments instead)"
+        )
     if "dose" in signal.dims:
         raise InputError("the signal already has a 'dose' dimension; apply damage to the dose-free signal")
     dims = _DAMAGE_AXES[kind]
@@ -427,9 +499,11 @@ def _scan_step(signal, kind: str, dims, probe_fwhm: float) -> tuple[float, float
 
 def _fading_dataarray(weights: np.ndarray, doses: np.ndarray, dims, n_frames: int, frames: bool) -> xr.DataArray:
     """The fading weights as a DataArray: frame-averaged unless ``frames``, no dose dim for one dose."""
-    f = xr.DataArray(weights, dims=("dose", "frame") + tuple(dims),
-                     coords={"dose": ("dose", np.atleast_1d(doses), {"units": "e/Å²"}),
-                             "frame": np.arange(n_frames)})
+    f = xr.DataArray(
+        weights,
+        dims=("dose", "frame") + tuple(dims),
+        coords={"dose": ("dose", np.atleast_1d(doses), {"units": "e/Å²"}), "frame": np.arange(n_frames)},
+    )
     if not frames:
         f = f.mean("frame")
     if doses.ndim == 0:
@@ -522,7 +596,9 @@ def debye_vibrational_energy(temperature: float, debye_temperature: float) -> fl
 
     t, th = float(temperature), float(debye_temperature)
     if not (t >= 0 and th > 0):
-        raise InputError(f"temperature must be ≥ 0 K and Debye temperature > 0 K, got {temperature!r}, {debye_temperature!r}")
+        raise InputError(
+            f"temperature must be ≥ 0 K and Debye temperature > 0 K, got {temperature!r}, {debye_temperature!r}"
+        )
     if t == 0:
         return 3 / 8 * BOLTZMANN_EV * th
     xm = th / t
@@ -571,9 +647,12 @@ class KnockOn:
         """Dose (e/Å²) for one expected displacement per atom, ``1/σ`` (infinite σ=0 → error)."""
         if self.cross_section <= 0:
             raise InputError(f"no knock-on displacements at {self.energy / 1e3:g} keV (σ = 0): no finite dose scale")
-        return CriticalDose(1 / (self.cross_section * BARN_TO_A2), f"{self.element} knock-on",
-                            f"{self.energy / 1e3:g} keV, E_d = {self.displacement_energy:g} eV",
-                            "McKinley–Feshbach cross-section (temsim.knock_on)")
+        return CriticalDose(
+            1 / (self.cross_section * BARN_TO_A2),
+            f"{self.element} knock-on",
+            f"{self.energy / 1e3:g} keV, E_d = {self.displacement_energy:g} eV",
+            "McKinley–Feshbach cross-section (temsim.knock_on)",
+        )
 
     def expected_displacements(self, dose):
         """Expected displacements per atom, ``σ·D`` (D in e/Å²)."""
@@ -596,9 +675,16 @@ class KnockOn:
         return -math.log1p(-p) / (self.cross_section * BARN_TO_A2)
 
 
-def knock_on(element, energy: float, displacement_energy: float, *, mass: float | None = None,
-             temperature: float | None = None, debye_temperature: float | None = None,
-             model: str = "mckinley-feshbach") -> KnockOn:
+def knock_on(
+    element,
+    energy: float,
+    displacement_energy: float,
+    *,
+    mass: float | None = None,
+    temperature: float | None = None,
+    debye_temperature: float | None = None,
+    model: str = "mckinley-feshbach",
+) -> KnockOn:
     """Knock-on displacement: maximum transfer, threshold voltage, cross-section.
 
     Parameters
@@ -648,6 +734,18 @@ def knock_on(element, energy: float, displacement_energy: float, *, mass: float 
         weight /= np.trapezoid(weight, u)
         emax_v = np.clip(e_max + spread * u, 0.0, None)
         sigma = float(np.trapezoid(weight * displacement_cross_section(z, e, emax_v, ed, model), u))
-    return KnockOn(symbol, z, m, e, ed, e_max, e_th, sigma, static,
-                   None if temperature is None else float(temperature),
-                   None if theta is None else float(theta), spread, model)
+    return KnockOn(
+        symbol,
+        z,
+        m,
+        e,
+        ed,
+        e_max,
+        e_th,
+        sigma,
+        static,
+        None if temperature is None else float(temperature),
+        None if theta is None else float(theta),
+        spread,
+        model,
+    )

@@ -117,7 +117,6 @@ def _filter(x, transfer: np.ndarray):
     return xp.astype(out, xp.float64 if ctype == xp.complex128 else xp.float32)
 
 
-
 class CameraModel:
     """Base of the camera models: the response of a recording device to expected electrons.
 
@@ -137,8 +136,7 @@ class CameraModel:
         """True when this model makes sense for signals of ``kind``."""
         return kind in self.signals
 
-    def sample(self, expected, rng: np.random.Generator, *, readout_frames: int | None = None,
-               fast_axis: int = -2):
+    def sample(self, expected, rng: np.random.Generator, *, readout_frames: int | None = None, fast_axis: int = -2):
         """Recorded signal (float32, in ``expected``'s array namespace) for ``expected`` electrons.
 
         Parameters
@@ -163,8 +161,7 @@ class CameraModel:
         fast_axis = as_number("fast_axis", fast_axis, integer=True, minimum=-max(ndim, 1), maximum=max(ndim - 1, 0))
         return self._sample(expected, rng, readout_frames, fast_axis)
 
-    def _sample(self, expected, rng: np.random.Generator, readout_frames: int | None = None,
-                fast_axis: int = -2):
+    def _sample(self, expected, rng: np.random.Generator, readout_frames: int | None = None, fast_axis: int = -2):
         """Hook: the recorded signal for checked arguments (see :meth:`sample`)."""
         raise NotImplementedError  # pragma: no cover - interface
 
@@ -214,8 +211,7 @@ class IdealCounting(CameraModel):
     def __post_init__(self):
         object.__setattr__(self, "dqe0", _check_fraction("dqe0 (DQE at zero frequency)", self.dqe0))
 
-    def _sample(self, expected, rng: np.random.Generator, readout_frames: int | None = None,
-                fast_axis: int = -2):
+    def _sample(self, expected, rng: np.random.Generator, readout_frames: int | None = None, fast_axis: int = -2):
         """Counts for ``expected`` electrons (any array-API array), as float32 in its namespace."""
         xp = array_namespace(expected)
         lam = np.clip(to_numpy(expected).astype(np.float64), 0.0, None) * self.dqe0
@@ -290,8 +286,7 @@ class CountingCamera(CameraModel):
         slope = self.dqe0 * np.exp(-a * mu)  # d(counts)/d(electrons) per frame
         return float(slope**2 * (mu / self.dqe0) / (p * (1 - p)))
 
-    def _sample(self, expected, rng: np.random.Generator, readout_frames: int | None = None,
-                fast_axis: int = -2):
+    def _sample(self, expected, rng: np.random.Generator, readout_frames: int | None = None, fast_axis: int = -2):
         """Counts for ``expected`` electrons per pixel; the last two axes are detector pixels.
 
         ``readout_frames``: sensor frames the exposure spans (coincidence loss); ``None`` off.
@@ -368,8 +363,7 @@ class IntegratingCamera(CameraModel):
             extra = self.dqe0 * readout_frames * self.read_noise**2 / (self.gain**2 * n_e) if n_e > 0 else math.inf
         return self.dqe0 * self.mtf(fx, fy) ** 2 / (self.nnps(fx, fy) + extra)
 
-    def _sample(self, expected, rng: np.random.Generator, readout_frames: int | None = None,
-                fast_axis: int = -2):
+    def _sample(self, expected, rng: np.random.Generator, readout_frames: int | None = None, fast_axis: int = -2):
         """Counts (ADU, float32) for ``expected`` electrons; the last two axes are pixels."""
         xp = array_namespace(expected)
         fx, fy = frequency_grid(expected.shape[-2:])
@@ -411,8 +405,7 @@ class HybridPixel(CameraModel):
     def mtf(self, fx, fy=0.0):
         return _lorentzian_mtf(fx, fy, self.mtf_weight, self.mtf_f1, self.mtf_f2, True)
 
-    def _sample(self, expected, rng: np.random.Generator, readout_frames: int | None = None,
-                fast_axis: int = -2):
+    def _sample(self, expected, rng: np.random.Generator, readout_frames: int | None = None, fast_axis: int = -2):
         """Counts for ``expected`` electrons per pixel and frame; the last two axes are pixels."""
         xp = array_namespace(expected)
         fx, fy = frequency_grid(expected.shape[-2:])
@@ -423,7 +416,9 @@ class HybridPixel(CameraModel):
             warnings.warn(
                 f"{self.name}: {int((counts > ceiling).sum())} pixels exceeded the dynamic range of "
                 f"{self.max_counts:g} counts per frame and were clipped; lower the dose per frame or "
-                "use more frames", AccuracyWarning, stacklevel=4,
+                "use more frames",
+                AccuracyWarning,
+                stacklevel=4,
             )
             counts = np.minimum(counts, ceiling)
         return xp.asarray(counts.astype(np.float32))
@@ -478,8 +473,7 @@ class AnnularPMT(CameraModel):
             extra = self.dqe0 * self.electronic_noise**2 / (self.efficiency**2 * n_e) if n_e > 0 else math.inf
         return self.dqe0 / (1.0 + extra) * np.ones(np.broadcast_shapes(np.shape(fx), np.shape(fy)))
 
-    def _sample(self, expected, rng: np.random.Generator, readout_frames: int | None = None,
-                fast_axis: int = -2):
+    def _sample(self, expected, rng: np.random.Generator, readout_frames: int | None = None, fast_axis: int = -2):
         """Detector signal (single-electron units) for ``expected`` electrons per probe position."""
         xp = array_namespace(expected)
         lam = np.clip(to_numpy(expected).astype(np.float64), 0.0, None) * self.efficiency
@@ -508,26 +502,61 @@ class AnnularPMT(CameraModel):
 #: docs/dose-detectors-damage.md.
 CAMERA_PRESETS: dict[str, tuple[type, dict]] = {
     "ideal": (IdealCounting, dict(dqe0=1.0, source="definition")),
-    "counting-ded": (CountingCamera, dict(
-        dqe0=0.8, mtf_weight=1.0, mtf_f1=1.2, mtf_f2=math.inf, frame_rate=400.0, coincidence_area=1.0,
-        reference_energy=300e3,
-        source="representative counting DED at 300 keV (K2-class): DQE(0)≈0.8, 400 frames/s; "
-               "McMullan et al. 2014 doi:10.1016/j.ultramic.2014.08.002; Li et al. 2013 "
-               "doi:10.1038/nmeth.2472")),
-    "ccd": (IntegratingCamera, dict(
-        dqe0=0.5, gain=10.0, read_noise=5.0, mtf_weight=0.7, mtf_f1=0.1, mtf_f2=1.0,
-        white_noise_fraction=0.3, reference_energy=300e3,
-        source="representative scintillator-coupled CCD: McMullan et al. 2009 "
-               "doi:10.1016/j.ultramic.2009.04.002; Meyer & Kirkland 2000 "
-               "doi:10.1002/(SICI)1097-0029(20000515)49:3<269::AID-JEMT5>3.0.CO;2-B")),
-    "hybrid-pixel": (HybridPixel, dict(
-        dqe0=0.95, mtf_weight=1.0, mtf_f1=3.0, mtf_f2=math.inf, max_counts=1e6, reference_energy=200e3,
-        source="EMPAD-class hybrid pixel array (dynamic range 1 to 1e6 e per pixel per frame): "
-               "Tate et al. 2016 doi:10.1017/S1431927615015664")),
-    "annular-pmt": (AnnularPMT, dict(
-        efficiency=1.0, pulse_height_cv=0.6, electronic_noise=0.5, afterglow=0.0,
-        source="scintillator/PMT ADF detector, single-electron pulse heights: Sang & LeBeau 2016 "
-               "doi:10.1016/j.ultramic.2015.11.008")),
+    "counting-ded": (
+        CountingCamera,
+        dict(
+            dqe0=0.8,
+            mtf_weight=1.0,
+            mtf_f1=1.2,
+            mtf_f2=math.inf,
+            frame_rate=400.0,
+            coincidence_area=1.0,
+            reference_energy=300e3,
+            source="representative counting DED at 300 keV (K2-class): DQE(0)≈0.8, 400 frames/s; "
+            "McMullan et al. 2014 doi:10.1016/j.ultramic.2014.08.002; Li et al. 2013 "
+            "doi:10.1038/nmeth.2472",
+        ),
+    ),
+    "ccd": (
+        IntegratingCamera,
+        dict(
+            dqe0=0.5,
+            gain=10.0,
+            read_noise=5.0,
+            mtf_weight=0.7,
+            mtf_f1=0.1,
+            mtf_f2=1.0,
+            white_noise_fraction=0.3,
+            reference_energy=300e3,
+            source="representative scintillator-coupled CCD: McMullan et al. 2009 "
+            "doi:10.1016/j.ultramic.2009.04.002; Meyer & Kirkland 2000 "
+            "doi:10.1002/(SICI)1097-0029(20000515)49:3<269::AID-JEMT5>3.0.CO;2-B",
+        ),
+    ),
+    "hybrid-pixel": (
+        HybridPixel,
+        dict(
+            dqe0=0.95,
+            mtf_weight=1.0,
+            mtf_f1=3.0,
+            mtf_f2=math.inf,
+            max_counts=1e6,
+            reference_energy=200e3,
+            source="EMPAD-class hybrid pixel array (dynamic range 1 to 1e6 e per pixel per frame): "
+            "Tate et al. 2016 doi:10.1017/S1431927615015664",
+        ),
+    ),
+    "annular-pmt": (
+        AnnularPMT,
+        dict(
+            efficiency=1.0,
+            pulse_height_cv=0.6,
+            electronic_noise=0.5,
+            afterglow=0.0,
+            source="scintillator/PMT ADF detector, single-electron pulse heights: Sang & LeBeau 2016 "
+            "doi:10.1016/j.ultramic.2015.11.008",
+        ),
+    ),
 }
 
 
@@ -572,7 +601,7 @@ def camera_model(name: str = "ideal", energy: float | None = None, **overrides):
             warnings.warn(
                 f"preset {key!r} is characterized at {ref / 1e3:g} keV but used at {e / 1e3:g} keV; "
                 "its DQE/MTF change with energy: pass measured values as overrides (dqe0=..., mtf_f1=...)",
-                AccuracyWarning, stacklevel=2,
+                AccuracyWarning,
+                stacklevel=2,
             )
     return model
-

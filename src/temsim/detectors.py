@@ -192,7 +192,6 @@ class CompiledMask(CompiledDetector):
         return dict(self._coords)
 
 
-
 @dataclass(frozen=True)
 class AnnularDetector:
     """Annular detector collecting angles ``inner ≤ α < outer`` (mrad).
@@ -215,13 +214,20 @@ class AnnularDetector:
         _check_reach(self.outer, grid, energy, "annular detector")
         alpha, _ = _angles(grid, energy)
         mask = ((alpha >= self.inner) & (alpha < self.outer)).astype(np.float32)[..., None]
-        attrs = {"signal": "stem", "detector": "annular", "inner": self.inner, "outer": self.outer,
-                 "angle_units": "mrad", "units": "fraction of incident beam"}
+        attrs = {
+            "signal": "stem",
+            "detector": "annular",
+            "inner": self.inner,
+            "outer": self.outer,
+            "angle_units": "mrad",
+            "units": "fraction of incident beam",
+        }
         return CompiledMask(mask, xp, (), {}, attrs, squeeze=True)
 
 
-def annular_preset(name: Literal["BF", "ABF", "ADF", "HAADF"], semiangle_cutoff: float,
-                   max_angle: float = 200.0) -> AnnularDetector:
+def annular_preset(
+    name: Literal["BF", "ABF", "ADF", "HAADF"], semiangle_cutoff: float, max_angle: float = 200.0
+) -> AnnularDetector:
     """Conventional annular detector for a probe of ``semiangle_cutoff`` mrad.
 
     ======  ==========================  ============================================
@@ -274,8 +280,13 @@ class FlexibleAnnularDetector:
             "bin_inner": ("radial_bin", edges[:-1], {"units": "mrad"}),
             "bin_outer": ("radial_bin", edges[1:], {"units": "mrad"}),
         }
-        attrs = {"signal": "stem", "detector": "flexible_annular", "step": float(self.step),
-                 "angle_units": "mrad", "units": "fraction of incident beam"}
+        attrs = {
+            "signal": "stem",
+            "detector": "flexible_annular",
+            "step": float(self.step),
+            "angle_units": "mrad",
+            "units": "fraction of incident beam",
+        }
         return CompiledMask(weights, xp, ("radial_bin",), coords, attrs)
 
 
@@ -344,9 +355,17 @@ class SegmentedDetector:
             "segment": ("segment", np.arange(n)),
             "segment_azimuth": ("segment", self.segment_centres(), {"units": "rad"}),
         }
-        attrs = {"signal": "stem", "detector": "segmented", "inner": self.inner, "outer": self.outer,
-                 "nsegments": n, "rings": rings, "rotation": float(self.rotation), "angle_units": "mrad",
-                 "units": "fraction of incident beam"}
+        attrs = {
+            "signal": "stem",
+            "detector": "segmented",
+            "inner": self.inner,
+            "outer": self.outer,
+            "nsegments": n,
+            "rings": rings,
+            "rotation": float(self.rotation),
+            "angle_units": "mrad",
+            "units": "fraction of incident beam",
+        }
         return CompiledMask(weights, xp, ("ring", "segment"), coords, attrs)
 
 
@@ -425,8 +444,13 @@ class IntegratedDPC:
         compiled = segmented.compile(grid, energy, xp)
         centres = segmented.segment_centres()
         directions = np.stack([np.cos(centres), np.sin(centres)], axis=1)  # (n, 2)
-        attrs = dict(compiled.attrs, signal="derived", detector="idpc", regularization=float(self.regularization),
-                     units="fraction of incident beam × Å")
+        attrs = dict(
+            compiled.attrs,
+            signal="derived",
+            detector="idpc",
+            regularization=float(self.regularization),
+            units="fraction of incident beam × Å",
+        )
         return CompiledIntegratedDPC(compiled, directions, float(self.regularization), attrs)
 
 
@@ -490,8 +514,12 @@ class IntegratedCenterOfMass:
     def compile(self, grid: Grid, energy: float, xp) -> CompiledDetector:
         com = CenterOfMass().compile(grid, energy, xp)
         regularization = float(self.regularization)
-        attrs = {"signal": "derived", "detector": "icom", "units": "dimensionless (1/Å × Å)",
-                 "regularization": regularization}
+        attrs = {
+            "signal": "derived",
+            "detector": "icom",
+            "units": "dimensionless (1/Å × Å)",
+            "regularization": regularization,
+        }
         return CompiledIntegratedCenterOfMass(com, regularization, attrs)
 
 
@@ -556,11 +584,16 @@ class PixelatedDetector:
             keep = order[np.abs(freq[order]) <= limit * (1 + 1e-9)]
             n = (len(keep) // binning) * binning
             offset = (len(keep) - n) // 2
-            keep = keep[offset:offset + n]
+            keep = keep[offset : offset + n]
             idx.append(keep)
             ks.append(freq[keep].reshape(-1, binning).mean(axis=1))
-        attrs = {"signal": "4dstem", "detector": "pixelated", "binning": binning,
-                 "max_angle": float(limit * lam * 1e3), "units": "fraction of incident beam"}
+        attrs = {
+            "signal": "4dstem",
+            "detector": "pixelated",
+            "binning": binning,
+            "max_angle": float(limit * lam * 1e3),
+            "units": "fraction of incident beam",
+        }
         return CompiledPixelated(grid.gpts, xp, idx, ks, binning, attrs)
 
 

@@ -22,10 +22,10 @@ Examples
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 
+from temsim.checks import as_number
 from temsim.constants import COULOMB_PER_CM2_TO_E_PER_A2, ELEMENTARY_CHARGE
 from temsim.errors import InputError, TemsimWarning
 
@@ -43,14 +43,7 @@ class DoseWarning(TemsimWarning):
 
 
 def _positive(name: str, value, unit: str, *, allow_zero: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number in {unit}, got {value!r}") from None
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        bound = "≥ 0" if allow_zero else "> 0"
-        raise InputError(f"{name} must be finite and {bound} {unit}, got {value!r}")
-    return v
+    return as_number(name, value, unit, minimum=0, exclusive_minimum=not allow_zero)
 
 
 def _check_current(current_pA: float, context: str) -> None:
@@ -102,7 +95,7 @@ class Dose:
 
     # ----------------------------------------------------------------- constructors
     @classmethod
-    def from_current(cls, current_pA: float, dwell_time_s: float, step_A, *, n_frames: int = 1) -> "Dose":
+    def from_current(cls, current_pA: float, dwell_time_s: float, step_A, *, n_frames: int = 1) -> Dose:
         """STEM dose from probe current (pA), dwell time per position (s) and scan step (Å).
 
         ``D = I·t / (e·s²)``; ``step_A`` may be ``(step_x, step_y)``. With ``n_frames`` > 1 the
@@ -115,14 +108,15 @@ class Dose:
         return cls(electrons / _area(step_A) * n_frames, n_frames)
 
     @classmethod
-    def from_dose_rate(cls, dose_rate: float, exposure_time_s: float, *, n_frames: int = 1) -> "Dose":
+    def from_dose_rate(cls, dose_rate: float, exposure_time_s: float, *, n_frames: int = 1) -> Dose:
         """Dose from a dose rate (e/Å²/s) and the total exposure time (s)."""
         rate = _positive("dose rate", dose_rate, "e/Å²/s", allow_zero=True)
         return cls(rate * _positive("exposure time", exposure_time_s, "s"), n_frames)
 
     @classmethod
-    def from_beam(cls, current_pA: float, exposure_time_s: float, illuminated_area_A2: float,
-                  *, n_frames: int = 1) -> "Dose":
+    def from_beam(
+        cls, current_pA: float, exposure_time_s: float, illuminated_area_A2: float, *, n_frames: int = 1
+    ) -> Dose:
         """Parallel-beam dose: current (pA) spread uniformly over ``illuminated_area_A2`` (Å²)."""
         current = _positive("current", current_pA, "pA", allow_zero=True)
         _check_current(current, "the given current")
@@ -131,12 +125,12 @@ class Dose:
         return cls(current * ELECTRONS_PER_PICOCOULOMB * t / area, n_frames)
 
     @classmethod
-    def from_electrons_per_pixel(cls, electrons: float, pixel_size, *, n_frames: int = 1) -> "Dose":
+    def from_electrons_per_pixel(cls, electrons: float, pixel_size, *, n_frames: int = 1) -> Dose:
         """Dose from electrons per pixel (or per probe position) and its size (Å)."""
         return cls(_positive("electrons per pixel", electrons, "e", allow_zero=True) / _area(pixel_size), n_frames)
 
     @classmethod
-    def from_coulomb_per_cm2(cls, value: float, *, n_frames: int = 1) -> "Dose":
+    def from_coulomb_per_cm2(cls, value: float, *, n_frames: int = 1) -> Dose:
         """Dose from C/cm² (1 C/cm² = 624.15 e/Å²)."""
         return cls(_positive("dose", value, "C/cm²", allow_zero=True) * COULOMB_PER_CM2_TO_E_PER_A2, n_frames)
 
@@ -151,11 +145,11 @@ class Dose:
         """Dose per frame (e/Å²): ``value / n_frames``."""
         return self.value / self.n_frames
 
-    def per_frame(self) -> "Dose":
+    def per_frame(self) -> Dose:
         """The dose of one frame as a single-frame :class:`Dose`."""
         return Dose(self.frame_dose, 1)
 
-    def split(self, n_frames: int) -> "Dose":
+    def split(self, n_frames: int) -> Dose:
         """The same total dose split over ``n_frames`` frames."""
         return Dose(self.value, n_frames)
 
@@ -195,7 +189,7 @@ class Dose:
         _check_current(current, "the given current")
         return self.frame_dose * _area(step_A) / (current * ELECTRONS_PER_PICOCOULOMB)
 
-    def scaled(self, factor: float) -> "Dose":
+    def scaled(self, factor: float) -> Dose:
         """This dose multiplied by ``factor`` (≥ 0), same number of frames."""
         return Dose(self.value * _positive("factor", factor, "", allow_zero=True), self.n_frames)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import xarray as xr
 
@@ -83,16 +82,16 @@ def hrtem_image(
     ky = xp.asarray(grid.ky())[None, :]
     spectrum = fft2(wave)
     if method == "envelope" or focal_spread == 0:
-        ctf = contrast_transfer_function(kx, ky, energy, aberrations, semiangle_cutoff, focal_spread,
-                                         angular_spread, aperture_edge)
+        ctf = contrast_transfer_function(
+            kx, ky, energy, aberrations, semiangle_cutoff, focal_spread, angular_spread, aperture_edge
+        )
         image = xp.abs(ifft2(spectrum * ctf)) ** 2
     else:
         offsets, weights = gauss_hermite_defoci(focal_spread, focal_samples)
         image = 0.0
         for offset, weight in zip(offsets, weights):
             ab = aberrations.with_defocus(aberrations.defocus + offset)
-            ctf = contrast_transfer_function(kx, ky, energy, ab, semiangle_cutoff, 0.0, angular_spread,
-                                             aperture_edge)
+            ctf = contrast_transfer_function(kx, ky, energy, ab, semiangle_cutoff, 0.0, angular_spread, aperture_edge)
             image = image + weight * xp.abs(ifft2(spectrum * ctf)) ** 2
     attrs = dict(exit_wave.attrs)
     attrs.update(
@@ -105,8 +104,9 @@ def hrtem_image(
         coherence_method=method,
         pixel_area=grid.sampling[0] * grid.sampling[1],
     )
-    return xr.DataArray(to_numpy(image).astype(np.float32), dims=exit_wave.dims, coords=exit_wave.coords,
-                        attrs=attrs, name="image")
+    return xr.DataArray(
+        to_numpy(image).astype(np.float32), dims=exit_wave.dims, coords=exit_wave.coords, attrs=attrs, name="image"
+    )
 
 
 def diffraction_pattern(exit_wave: xr.DataArray, max_angle: float | None = None) -> xr.DataArray:
@@ -144,7 +144,7 @@ def diffraction_pattern(exit_wave: xr.DataArray, max_angle: float | None = None)
     coords["kx"] = ("kx", kx[sx], {"units": "1/Å"})
     coords["ky"] = ("ky", ky[sy], {"units": "1/Å"})
     attrs = dict(exit_wave.attrs)
-    attrs.update(signal="diffraction", units="fraction of incident beam",
-                 illuminated_area=grid.extent[0] * grid.extent[1])
-    return xr.DataArray(intensity.astype(np.float32), dims=dims, coords=coords, attrs=attrs,
-                        name="diffraction_pattern")
+    attrs.update(
+        signal="diffraction", units="fraction of incident beam", illuminated_area=grid.extent[0] * grid.extent[1]
+    )
+    return xr.DataArray(intensity.astype(np.float32), dims=dims, coords=coords, attrs=attrs, name="diffraction_pattern")

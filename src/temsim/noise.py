@@ -72,16 +72,22 @@ _UNSET = object()
 
 def detector_model(name: str = "ideal", energy: float | None = None, **overrides):
     """Deprecated name of :func:`temsim.camera_model` (a detector is geometry; this is a camera model)."""
-    warnings.warn("temsim.detector_model is deprecated: use temsim.camera_model (same arguments); "
-                  "a detector is geometry (temsim.detectors), a camera model its response",
-                  DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        "temsim.detector_model is deprecated: use temsim.camera_model (same arguments); "
+        "a detector is geometry (temsim.detectors), a camera model its response",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return camera_model(name, energy, **overrides)
 
 
 def __getattr__(name: str):
     if name == "DETECTOR_PRESETS":
-        warnings.warn("temsim.noise.DETECTOR_PRESETS is deprecated: use temsim.cameras.CAMERA_PRESETS",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "temsim.noise.DETECTOR_PRESETS is deprecated: use temsim.cameras.CAMERA_PRESETS",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return CAMERA_PRESETS
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -191,8 +197,12 @@ def _camera_argument(camera, detector, energy) -> CameraModel:
     if detector is not _UNSET:
         if camera is not _DEFAULT_CAMERA:
             raise InputError("give the camera model once: camera= (detector= is its deprecated old name), not both")
-        warnings.warn("apply_noise(detector=...) is deprecated: use camera=... (a detector is geometry, "
-                      "temsim.detectors; a camera model its response)", DeprecationWarning, stacklevel=3)
+        warnings.warn(
+            "apply_noise(detector=...) is deprecated: use camera=... (a detector is geometry, "
+            "temsim.detectors; a camera model its response)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
         camera = detector
     if isinstance(camera, CameraModel):
         return camera
@@ -217,8 +227,10 @@ def _noise_dataset(signal: xr.Dataset, dose, model: CameraModel, seed, **kwargs)
     n = len(signal.data_vars)
     ss = np.random.SeedSequence(seed) if not isinstance(seed, (np.random.Generator, np.random.SeedSequence)) else seed
     children = ss.spawn(n) if isinstance(ss, np.random.SeedSequence) else [ss] * n
-    out = {name: apply_noise(var, dose, model, child, **kwargs)
-           for (name, var), child in zip(signal.data_vars.items(), children)}
+    out = {
+        name: apply_noise(var, dose, model, child, **kwargs)
+        for (name, var), child in zip(signal.data_vars.items(), children)
+    }
     return xr.Dataset(out, attrs=dict(signal.attrs))
 
 
@@ -265,8 +277,19 @@ def _noise_attrs(signal, kind: str, model: CameraModel, recorded_seed, area: flo
     return attrs
 
 
-def _noise_dataarray(signal: xr.DataArray, dose, model: CameraModel, rng, recorded_seed, *, signal_kind, area,
-                     readout_frames, fast: int, n_frames: int) -> xr.DataArray:
+def _noise_dataarray(
+    signal: xr.DataArray,
+    dose,
+    model: CameraModel,
+    rng,
+    recorded_seed,
+    *,
+    signal_kind,
+    area,
+    readout_frames,
+    fast: int,
+    n_frames: int,
+) -> xr.DataArray:
     kind = _signal_kind(signal, signal_kind)
     _check_compatible(model, kind)
     a = float(area) if area is not None else _area_from_dataarray(signal, kind)
@@ -288,8 +311,9 @@ def _noise_dataarray(signal: xr.DataArray, dose, model: CameraModel, rng, record
 
 def _noise_array(signal, dose, model: CameraModel, rng, *, signal_kind, area, readout_frames, fast: int):
     if signal_kind is None or area is None:
-        raise InputError("plain arrays need signal_kind= (image/diffraction/stem/4dstem) and "
-                         "area= (Å² per unit of signal)")
+        raise InputError(
+            "plain arrays need signal_kind= (image/diffraction/stem/4dstem) and area= (Å² per unit of signal)"
+        )
     kind = _signal_kind(signal, signal_kind)
     _check_compatible(model, kind)
     if dose is None:
@@ -299,9 +323,20 @@ def _noise_array(signal, dose, model: CameraModel, rng, *, signal_kind, area, re
     return model.sample(expected, rng, readout_frames=readout_frames, fast_axis=fast)
 
 
-def apply_noise(signal, dose=None, camera=_DEFAULT_CAMERA, seed=None, *, signal_kind: str | None = None,
-                area: float | None = None, exposure_time: float | None = None, n_frames: int = 1,
-                fast_axis: str = "scan_x", energy: float | None = None, detector=_UNSET):
+def apply_noise(
+    signal,
+    dose=None,
+    camera=_DEFAULT_CAMERA,
+    seed=None,
+    *,
+    signal_kind: str | None = None,
+    area: float | None = None,
+    exposure_time: float | None = None,
+    n_frames: int = 1,
+    fast_axis: str = "scan_x",
+    energy: float | None = None,
+    detector=_UNSET,
+):
     """Turn a noise-free simulated signal into recorded counts at one or several doses.
 
     Parameters
@@ -351,12 +386,32 @@ def apply_noise(signal, dose=None, camera=_DEFAULT_CAMERA, seed=None, *, signal_
     model = _camera_argument(camera, detector, energy)
     readout_frames = _readout_frames(model, exposure_time, n_frames)
     if isinstance(signal, xr.Dataset):
-        return _noise_dataset(signal, dose, model, seed, signal_kind=signal_kind, area=area,
-                              exposure_time=exposure_time, n_frames=n_frames, fast_axis=fast_axis)
+        return _noise_dataset(
+            signal,
+            dose,
+            model,
+            seed,
+            signal_kind=signal_kind,
+            area=area,
+            exposure_time=exposure_time,
+            n_frames=n_frames,
+            fast_axis=fast_axis,
+        )
     rng, recorded_seed = _rng(seed)
     fast = -2 if as_choice("fast_axis", fast_axis, ("scan_x", "scan_y")) == "scan_x" else -1
     if isinstance(signal, xr.DataArray):
-        return _noise_dataarray(signal, dose, model, rng, recorded_seed, signal_kind=signal_kind, area=area,
-                                readout_frames=readout_frames, fast=fast, n_frames=n_frames)
-    return _noise_array(signal, dose, model, rng, signal_kind=signal_kind, area=area,
-                        readout_frames=readout_frames, fast=fast)
+        return _noise_dataarray(
+            signal,
+            dose,
+            model,
+            rng,
+            recorded_seed,
+            signal_kind=signal_kind,
+            area=area,
+            readout_frames=readout_frames,
+            fast=fast,
+            n_frames=n_frames,
+        )
+    return _noise_array(
+        signal, dose, model, rng, signal_kind=signal_kind, area=area, readout_frames=readout_frames, fast=fast
+    )
