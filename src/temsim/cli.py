@@ -8,14 +8,24 @@ import sys
 import time
 
 
+def _jobs(text: str) -> int:
+    """``--jobs``: a positive integer (argparse turns the error into a usage message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
 def _plan(args) -> int:
     from temsim.errors import TemsimError
     from temsim.planning import plan
     from temsim.report import format_table, write_report
+    from temsim.settings import ExecutionSettings
     from temsim.study import EXAMPLES, example_study, load_study
 
-    if args.jobs:
-        os.environ["TEMSIM_NUM_THREADS"] = str(args.jobs)
     if args.list_examples:
         for name, builder in EXAMPLES.items():
             print(f"{name}: {builder().description}")
@@ -24,11 +34,12 @@ def _plan(args) -> int:
         print("temsim plan: give a study file or --example NAME (one of " + ", ".join(EXAMPLES) + ")",
               file=sys.stderr)
         return 2
+    settings = ExecutionSettings(threads=args.jobs, progress=False if args.quiet else None)
     try:
         study = example_study(args.example) if args.example else load_study(args.study)
         output = args.output or os.path.join("plan-output", study.name)
         start = time.perf_counter()
-        result = plan(study, progress=not args.quiet, checkpoint_dir=os.path.join(output, "checkpoints"))
+        result = plan(study, settings=settings, checkpoint_dir=os.path.join(output, "checkpoints"))
         paths = write_report(result, output, overwrite=args.overwrite)
     except (TemsimError, FileExistsError) as err:
         print(f"temsim plan: error: {err}", file=sys.stderr)
@@ -39,16 +50,18 @@ def _plan(args) -> int:
 
 
 def main(argv=None) -> int:
+    from temsim._version import __version__
+
     parser = argparse.ArgumentParser(prog="temsim", description="Electron scattering simulation and dose planning")
+    parser.add_argument("--version", action="version", version=f"temsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="minimum detectable dose per imaging mode and energy, against damage")
     p.add_argument("study", nargs="?", help="study TOML file (see docs/planning.md)")
-    p.add_argument("--example", help="run a built-in example study (graphene-si, srtio3-oxygen-vacancy, "
-                                     "cof-missing-linker)")
+    p.add_argument("--example", help="run a built-in example study (see --list-examples)")
     p.add_argument("--list-examples", action="store_true", help="list the built-in examples")
     p.add_argument("--output", "-o", help="output directory (default plan-output/<study name>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report in the output directory")
-    p.add_argument("--jobs", type=int, default=None, help="threads for FFTs (default: all cores)")
+    p.add_argument("--jobs", type=_jobs, default=None, help="threads for FFTs, ≥ 1 (default: all cores)")
     p.add_argument("--scheduler", default="local", choices=["local"],
                    help="execution scheduler (only 'local' until the compute layer exists)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -1,12 +1,22 @@
 """The planner: minimum detectable dose per imaging mode and energy, against the damage budget.
 
-For each energy, the specimen without (H0) and with (H1) the feature is simulated once per
-frozen-phonon configuration; every mode's raw channels (annular detector per probe position,
-four DPC segments per position, diffraction pixels per position, or camera pixels) give
-expected counts per unit dose ``r = a · η · I``. The detection statistics
-(:mod:`temsim.detection`) are linear in dose, so the whole dose axis follows without
-re-simulation. Damage enters as first-order fading of the feature's contrast (radiolysis,
-critical dose Dc) and as a knock-on displacement probability.
+A plan is a pipeline of small steps, each usable on its own:
+
+1. :func:`simulate` — for each energy, the specimen without (H0) and with (H1) the feature
+   is simulated once per frozen-phonon configuration; every mode's raw channels (annular
+   detector per probe position, four DPC segments per position, diffraction pixels per
+   position, or camera pixels) become expected counts per unit dose ``r = a · η · I``
+   (channel area × camera efficiency × fraction of the beam), returned as one
+   :class:`xarray.Dataset` with one variable per mode.
+2. :func:`damage_budget` — the dose budget at one energy (:class:`DamageBudget`).
+3. :func:`evaluate` — pure: the detection limits of every mode × energy from the rates. The
+   detection statistics (:mod:`temsim.detection`) are linear in dose, so the whole dose axis
+   follows without re-simulation. Damage enters as first-order fading of the feature's
+   contrast (radiolysis, critical dose Dc) and as a knock-on displacement probability.
+4. :func:`verdicts` and :func:`monte_carlo_check` — the words of the table and the exact
+   Poisson check at each reported dose.
+
+:func:`plan` runs them in order and returns a :class:`PlanResult`.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -22,21 +33,29 @@ import xarray as xr
 
 import temsim
 from temsim import detection
-from temsim.detectors import AnnularDetector, PixelatedDetector, SegmentedDetector
+from temsim.cameras import camera_model
 from temsim.imaging import hrtem_image
-from temsim.potentials import Potential
+from temsim.modes import KINDS
 from temsim.positions import GridScan
-from temsim.solvers.multislice import _progress, multislice
+from temsim.potentials import Potential
+from temsim.progress import progress_bar
+from temsim.settings import ExecutionSettings, resolve_settings
+from temsim.solvers.multislice import multislice
 from temsim.solvers.stem import scan
 from temsim.study import Study
 from temsim.waves import PlaneWave, Probe
 
-__all__ = ["plan", "PlanResult", "simulate_rates"]
+__all__ = ["plan", "PlanResult", "simulate", "evaluate", "verdicts", "monte_carlo_check", "damage_budget",
+           "DamageBudget", "check_study", "simulate_rates", "HYPOTHESES", "KNOCK_ON_BUDGET_PROBABILITY"]
 
 #: Knock-on budget: dose at which the displacement probability per atom reaches this value.
 KNOCK_ON_BUDGET_PROBABILITY = 0.1
+#: Labels of the two hypotheses: feature absent, feature present.
+HYPOTHESES = ("H0", "H1")
+RATE_UNITS = "counts per e/Å²"
 
 
+# ----------------------------------------------------------------------------- simulation
 def _configurations(study: Study, atoms):
     if not study.phonons:
         return [atoms]
@@ -55,20 +74,18 @@ def _scan_window(study: Study, position, extent) -> GridScan:
     return GridScan(start=tuple(start), end=tuple(end), sampling=study.scan_step)
 
 
+def _stem_modes(study: Study):
+    return [m for m in study.modes if KINDS[m.kind].stem]
+
+
+def _image_modes(study: Study):
+    return [m for m in study.modes if not KINDS[m.kind].stem]
+
+
 def _stem_detectors(study: Study, grid, energy):
-    detectors = {}
     alpha = study.semiangle_cutoff
-    for mode in study.modes:
-        if mode.kind == "annular":
-            inner, outer = mode.angles(alpha)
-            detectors[mode.label] = AnnularDetector(inner, outer)
-        elif mode.kind == "segmented":
-            inner, outer = mode.angles(alpha)
-            detectors[mode.label] = SegmentedDetector(inner, outer, nsegments=4)
-        elif mode.kind == "pixelated":
-            limit = mode.max_angle or min(2.5 * alpha, grid.max_angle(energy))
-            detectors[mode.label] = PixelatedDetector(max_angle=limit, binning=mode.binning)
-    return detectors
+    band_limit = grid.max_angle(energy)
+    return {m.label: KINDS[m.kind].detector(m, *m.angles(alpha), band_limit) for m in _stem_modes(study)}
 
 
 def check_study(study: Study, atoms) -> None:
@@ -82,52 +99,58 @@ def check_study(study: Study, atoms) -> None:
     for energy in study.energies:
         for detector in _stem_detectors(study, grid, energy).values():
             detector.compile(grid, energy, np)
-        if any(m.kind != "image" for m in study.modes):
+        if _stem_modes(study):
             Probe(energy=energy, semiangle_cutoff=study.semiangle_cutoff, aberrations=study.aberrations,
                   focal_spread=study.focal_spread).resolve_grid(grid)
-        if any(m.kind == "image" for m in study.modes):
+        if _image_modes(study):
             grid.check_angle(study.semiangle_cutoff, energy, "the objective aperture")
 
 
-def simulate_rates(study: Study, atoms, energy: float, position, progress=None) -> dict:
-    """Noise-free simulated signals of every mode for one structure (one phonon configuration).
+def _simulate_one(study: Study, atoms, energy: float, position, settings: ExecutionSettings) -> dict:
+    """Noise-free fractions of the beam per channel of every mode, for one structure.
 
-    Returns ``{mode_label: numpy array}`` of fractions of the beam per channel (STEM: per probe
-    position; HRTEM: image intensity, vacuum = 1), plus ``"_scan_step"`` and ``"_pixel_area"``.
+    Returns ``{mode label: DataArray}`` with real coordinates (``scan_x``/``scan_y`` Å,
+    ``segment``, ``x``/``y`` Å) and ``attrs["channel_area"]`` (Å² per channel: the probe
+    step area for STEM, the pixel area for images).
     """
+    quiet = settings.replace(progress=False)
     potential = Potential(atoms, sampling=study.sampling, slice_thickness=study.slice_thickness)
-    out = {"_pixel_area": float(np.prod(potential.grid.sampling))}
-    stem_modes = [m for m in study.modes if m.kind != "image"]
-    if stem_modes:
+    out = {}
+    if _stem_modes(study):
         probe = Probe(energy=energy, semiangle_cutoff=study.semiangle_cutoff, aberrations=study.aberrations,
                       focal_spread=study.focal_spread)
         window = _scan_window(study, position, potential.grid.extent)
-        ds = scan(probe, potential, _stem_detectors(study, potential.grid, energy), window, progress=False)
-        out["_scan_step"] = float(np.prod(ds.attrs["scan_step"]))
-        out["_scan_x"] = ds.scan_x.values
-        out["_scan_y"] = ds.scan_y.values
-        for mode in stem_modes:
-            values = ds[mode.label].values
-            if mode.kind == "segmented":
-                values = values[:, :, 0, :]  # one ring
-            out[mode.label] = values.astype(np.float64)
-    image_modes = [m for m in study.modes if m.kind == "image"]
-    if image_modes:
-        exit_wave = multislice(PlaneWave(energy=energy), potential)
-        for mode in image_modes:
+        ds = scan(probe, potential, _stem_detectors(study, potential.grid, energy), window, settings=quiet)
+        area = float(np.prod(ds.attrs["scan_step"]))
+        for mode in _stem_modes(study):
+            da = KINDS[mode.kind].channels(ds[mode.label], mode.label).astype(np.float64)
+            out[mode.label] = da.assign_attrs(channel_area=area)
+    if _image_modes(study):
+        exit_wave = multislice(PlaneWave(energy=energy), potential, settings=quiet)
+        area = float(np.prod(potential.grid.sampling))
+        for mode in _image_modes(study):
             lens = study.aberrations.with_defocus(study.aberrations.defocus + mode.defocus)
             image = hrtem_image(exit_wave, lens, semiangle_cutoff=study.semiangle_cutoff,
                                 focal_spread=study.focal_spread)
-            out[mode.label] = image.values.astype(np.float64)
+            da = KINDS[mode.kind].channels(image, mode.label).astype(np.float64)
+            out[mode.label] = da.assign_attrs(channel_area=area)
     return out
 
 
-def _rates(study: Study, mode, signal: dict, energy: float) -> np.ndarray:
-    """Expected counts per unit dose per channel: area × efficiency × fraction of the beam."""
-    detector = temsim.detector_model(mode.detector_name)  # preset DQE(0); see docs/planning.md
-    eta = float(detector.efficiency)
-    area = signal["_pixel_area"] if mode.kind == "image" else signal["_scan_step"]
-    return area * eta * signal[mode.label]
+def simulate_rates(study: Study, atoms, energy: float, position, progress=None) -> dict:
+    """Noise-free fractions of the beam of every mode for one structure, as plain arrays.
+
+    Kept for existing code; :func:`simulate` returns the same data as a Dataset of rates.
+    Returns ``{mode_label: numpy array}`` plus ``"_pixel_area"`` and, with STEM modes,
+    ``"_scan_step"``, ``"_scan_x"``, ``"_scan_y"``.
+    """
+    signals = _simulate_one(study, atoms, energy, position, ExecutionSettings(progress=False))
+    out: dict = {"_pixel_area": float(np.prod(Potential(atoms, sampling=study.sampling).grid.sampling))}
+    for label, da in signals.items():
+        out[label] = da.values
+        if "scan_x" in da.coords:
+            out.update(_scan_step=da.attrs["channel_area"], _scan_x=da.scan_x.values, _scan_y=da.scan_y.values)
+    return out
 
 
 def _checkpoint_key(study: Study, energy, hypothesis, config) -> str:
@@ -141,28 +164,346 @@ def _checkpoint_key(study: Study, energy, hypothesis, config) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _load_or_simulate(study, atoms, energy, position, checkpoint_dir, hypothesis):
+def _load_or_simulate(study, atoms, energy, position, checkpoint_dir, hypothesis, settings) -> dict:
     if checkpoint_dir is None:
-        return simulate_rates(study, atoms, energy, position)
-    path = os.path.join(checkpoint_dir, _checkpoint_key(study, energy, hypothesis, atoms) + ".npz")
+        return _simulate_one(study, atoms, energy, position, settings)
+    path = os.path.join(checkpoint_dir, _checkpoint_key(study, energy, hypothesis, atoms) + ".nc")
+    labels = [m.label for m in study.modes]
     if os.path.exists(path):
-        with np.load(path, allow_pickle=False) as data:
-            return {k: (data[k] if data[k].ndim else float(data[k])) for k in data.files}
-    result = simulate_rates(study, atoms, energy, position)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **{k: np.asarray(v) for k, v in result.items()})
+        ds = xr.load_dataset(path, engine="h5netcdf")
+        return {label: ds[f"m{i}"] for i, label in enumerate(labels)}
+    result = _simulate_one(study, atoms, energy, position, settings)
+    # one variable per mode, dims prefixed by its index so that modes never clash
+    ds = xr.Dataset({f"m{i}": result[label].rename({d: f"m{i}:{d}" for d in result[label].dims})
+                     for i, label in enumerate(labels)})
+    tmp = path + ".tmp"
+    ds.to_netcdf(tmp, engine="h5netcdf")
     os.replace(tmp, path)
-    return result
+    return {label: ds[f"m{i}"].rename({f"m{i}:{d}": d for d in result[label].dims}) for i, label in enumerate(labels)}
+
+
+def _merge_modes(arrays: dict) -> xr.Dataset:
+    """One Dataset from per-mode arrays; a channel dim two modes use with different
+    coordinates is renamed ``<label>_<dim>`` in the later mode."""
+    ds = xr.Dataset()
+    for label, da in arrays.items():
+        renames = {}
+        for dim in da.dims:
+            if dim in ds.dims and (ds.sizes[dim] != da.sizes[dim] or
+                                   (dim in ds.coords and not np.array_equal(ds[dim].values, da[dim].values))):
+                renames[dim] = f"{label}_{dim}"
+        ds[label] = da.rename(renames) if renames else da
+    return ds
+
+
+def _rates_of(study: Study, mode, sims: dict, n_configs: int) -> xr.DataArray:
+    per_energy = []
+    for energy in study.energies:
+        rows = [xr.concat([sims[(energy, h, i)][mode.label] for i in range(n_configs)], dim="configuration")
+                for h in HYPOTHESES]
+        per_energy.append(xr.concat(rows, dim="hypothesis"))
+    fractions = xr.concat(per_energy, dim="energy", join="outer", fill_value=np.nan)
+    area = float(per_energy[0].attrs["channel_area"])
+    efficiency = float(camera_model(mode.camera_name).efficiency)  # preset DQE(0); see docs/planning.md
+    rates = (area * efficiency * fractions).transpose("energy", "hypothesis", "configuration", ...)
+    return rates.assign_attrs(units=RATE_UNITS, mode=mode.name, kind=mode.kind, camera=mode.camera_name,
+                              efficiency=efficiency, channel_area=area)
+
+
+def simulate(study: Study, *, settings: ExecutionSettings | None = None, progress: bool | None = None,
+             checkpoint_dir: str | None = None) -> xr.Dataset:
+    """Expected counts per unit dose of every mode's channels, for both hypotheses.
+
+    Parameters
+    ----------
+    study : Study
+        What to simulate.
+    settings : ExecutionSettings, optional
+        Threads, device, precision, progress bars (``progress=`` is the old spelling).
+    checkpoint_dir : str, optional
+        Directory where each simulation is saved as it completes; a rerun reuses them.
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per mode label (``rates["HAADF"]``), in counts per e/Å² (channel area ×
+        camera efficiency × fraction of the beam), dims ``energy`` (eV), ``hypothesis``
+        (``"H0"``, ``"H1"``), ``configuration`` (frozen phonons), then the mode's channels:
+        ``scan_x``/``scan_y`` (Å) for STEM, plus ``segment`` (segmented) or ``kx``/``ky``
+        (1/Å, pixelated), ``x``/``y`` (Å) for images. A channel a mode does not record at one
+        energy (a pixelated detector's reach) is NaN. Each variable's attrs give its mode,
+        kind, camera, efficiency and channel area (Å²).
+    """
+    settings = resolve_settings(settings, progress=progress)
+    h0, h1, position = study.hypotheses()
+    check_study(study, h0)
+    configs = {"H0": _configurations(study, h0), "H1": _configurations(study, h1)}
+    n_configs = len(configs["H0"])
+    if checkpoint_dir is not None:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+    tasks = [(e, h, i) for e in study.energies for h in HYPOTHESES for i in range(n_configs)]
+    bar = progress_bar(len(tasks), settings.show_progress(len(tasks)), "plan: simulations", unit="simulation")
+    sims: dict = {}
+    with settings.activate():
+        for energy, hyp, i in tasks:
+            sims[(energy, hyp, i)] = _load_or_simulate(study, configs[hyp][i], energy, position, checkpoint_dir,
+                                                       hyp, settings)
+            bar.update(1)
+    bar.close()
+    rates = _merge_modes({m.label: _rates_of(study, m, sims, n_configs) for m in study.modes})
+    rates = rates.assign_coords(energy=("energy", np.asarray(study.energies, float), {"units": "eV"}),
+                                hypothesis=list(HYPOTHESES), configuration=np.arange(n_configs))
+    rates.attrs.update(study=study.name, feature=study.feature.describe(), feature_position=[float(p) for p in position],
+                       units=RATE_UNITS)
+    return rates
+
+
+# ----------------------------------------------------------------------------- damage budget
+@dataclass(frozen=True)
+class DamageBudget:
+    """The dose a specimen tolerates at one energy.
+
+    Attributes
+    ----------
+    dose : float
+        Budget (e/Å²): the smaller of Dc and the knock-on dose; ``inf`` without a damage limit.
+    critical_dose : float or None
+        Radiolysis critical dose Dc (e/Å²): the feature's contrast fades as ``exp(−D/Dc)``.
+    knock_on_cross_section : float or None
+        Displacement cross-section (barn) at this energy.
+    basis : str
+        In words, what sets the budget.
+    """
+
+    dose: float = math.inf
+    critical_dose: float | None = None
+    knock_on_cross_section: float | None = None
+    basis: str = "no damage limit given"
+
+
+def damage_budget(energy: float, critical_dose=None, knock_on: Mapping | None = None) -> DamageBudget:
+    """:class:`DamageBudget` at ``energy`` (eV) from a critical dose (e/Å² or preset name) and a
+    knock-on specification ``{"element", "displacement_energy", ["temperature", "debye_temperature"]}``.
+
+    The knock-on budget is the dose at which the displacement probability per atom reaches
+    :data:`KNOCK_ON_BUDGET_PROBABILITY`.
+    """
+    dc = None
+    basis = "no damage limit given"
+    if critical_dose is not None:
+        cd = temsim.critical_dose(critical_dose)
+        dc = float(cd.value)
+        basis = f"radiolysis Dc = {dc:g} e/Å² ({cd.material})"
+    budget = dc if dc is not None else math.inf
+    sigma = None
+    if knock_on:
+        extra = {key: knock_on[key] for key in ("temperature", "debye_temperature") if key in knock_on}
+        sigma = float(temsim.knock_on(knock_on["element"], energy, knock_on["displacement_energy"],
+                                      **extra).cross_section)
+        knock_budget = -math.log(1 - KNOCK_ON_BUDGET_PROBABILITY) / (sigma * 1e-8) if sigma > 0 else math.inf
+        if knock_budget < budget:
+            budget = knock_budget
+            basis = (f"knock-on of {knock_on['element']} (σ = {sigma:.3g} b): "
+                     f"{KNOCK_ON_BUDGET_PROBABILITY:.0%} displacement probability")
+        elif sigma == 0 and dc is None:
+            basis = f"below the knock-on threshold of {knock_on['element']} (σ = 0)"
+    return DamageBudget(dose=budget, critical_dose=dc, knock_on_cross_section=sigma, basis=basis)
+
+
+# ----------------------------------------------------------------------------- evaluation
+#: Per mode × energy fields of :func:`evaluate` (all floats).
+LIMIT_FIELDS = ("required_dose", "undamaged_dose", "dose_low", "dose_high", "rose_dose", "bhattacharyya_dose",
+                "budget", "margin", "j_per_dose", "knock_on_probability", "best_power_within_budget", "best_dose")
+_UNITS = {"required_dose": "e/Å²", "undamaged_dose": "e/Å²", "dose_low": "e/Å²", "dose_high": "e/Å²",
+          "rose_dose": "e/Å²", "bhattacharyya_dose": "e/Å²", "budget": "e/Å²", "best_dose": "e/Å²",
+          "j_per_dose": "per e/Å²"}
+
+
+def _channel_rates(da: xr.DataArray, energy: float) -> tuple[np.ndarray, np.ndarray]:
+    """(H0, H1) rates per configuration: arrays (configuration, channels…); channels the mode
+    does not record at this energy (NaN) are dropped."""
+    values = da.sel(energy=energy).transpose("hypothesis", "configuration", ...).values
+    recorded = np.all(np.isfinite(values), axis=(0, 1))
+    if not np.all(recorded):
+        values = values[:, :, recorded]
+    return values[0], values[1]
+
+
+def _jackknife(r0s: np.ndarray, r1s: np.ndarray, stat, dose: float) -> tuple[float, float]:
+    """Dose interval from ±2 jackknife standard errors of j₁ over phonon configurations."""
+    n = len(r0s)
+    if n < 2 or not np.isfinite(dose):
+        return np.nan, np.nan
+    js = []
+    for leave in range(n):
+        keep = [i for i in range(n) if i != leave]
+        js.append(detection.detection_statistics(np.mean([r0s[i] for i in keep], 0),
+                                                 np.mean([r1s[i] for i in keep], 0)).j_per_dose)
+    js = np.asarray(js)
+    se = math.sqrt((n - 1) / n * np.sum((js - js.mean()) ** 2))
+    rel = se / stat.j_per_dose if stat.j_per_dose > 0 else np.nan
+    return dose / (1 + 2 * rel), (dose / max(1e-12, 1 - 2 * rel) if rel < 0.5 else np.inf)
+
+
+def _best_power(stat, target, dose: float, budget: DamageBudget, last_dose: float) -> tuple[float, float]:
+    """(power, dose) reachable within the budget when the target is not: at the optimum under
+    fading (capped by the budget) if no dose meets it, at the budget if the dose exceeds it."""
+    dc = budget.critical_dose
+    if stat.j_per_dose == 0 or (np.isfinite(dose) and dose <= budget.dose):
+        return np.nan, np.nan
+    if np.isfinite(dose):
+        best_dose = budget.dose
+    else:
+        best_dose = min(detection.optimal_dose_under_fading(dc) if dc else last_dose, budget.dose)
+    return float(detection.detection_power(stat, target, best_dose, dc)), float(best_dose)
+
+
+def _limits(r0s: np.ndarray, r1s: np.ndarray, target, budget: DamageBudget, doses: np.ndarray) -> tuple:
+    """Limits of one mode at one energy from its per-configuration rates."""
+    dc = budget.critical_dose
+    stat = detection.detection_statistics(np.mean(r0s, axis=0), np.mean(r1s, axis=0))
+    dose = detection.required_dose(stat, target, dc)
+    low, high = _jackknife(r0s, r1s, stat, dose)
+    sigma = budget.knock_on_cross_section
+    best, best_dose = _best_power(stat, target, dose, budget, doses[-1])
+    values = dict(
+        required_dose=dose, undamaged_dose=detection.required_dose(stat, target, None), dose_low=low, dose_high=high,
+        rose_dose=detection.required_dose(stat, target, dc, criterion="rose"),
+        bhattacharyya_dose=detection.required_dose(stat, target, None, criterion="bhattacharyya"),
+        budget=budget.dose, margin=budget.dose / dose if np.isfinite(dose) and dose > 0 else np.nan,
+        j_per_dose=stat.j_per_dose,
+        knock_on_probability=1 - math.exp(-sigma * 1e-8 * dose) if sigma is not None and np.isfinite(dose) else np.nan,
+        best_power_within_budget=best, best_dose=best_dose, channels=stat.channels)
+    curve = detection.detection_power(stat, target, doses, dc) if stat.j_per_dose > 0 else np.zeros_like(doses)
+    return values, curve
+
+
+def _or_nan(value) -> float:
+    return np.nan if value is None else float(value)
+
+
+def _budgets(budget, energies) -> dict:
+    if isinstance(budget, DamageBudget) or budget is None:
+        return {float(e): budget or DamageBudget() for e in energies}
+    return {float(e): budget[e] for e in energies}
+
+
+def evaluate(rates: xr.Dataset, target: detection.DecisionTarget, budget=None, *,
+             doses=None) -> xr.Dataset:
+    """Detection limits of every mode × energy from the rates of :func:`simulate` (pure).
+
+    Parameters
+    ----------
+    rates : xarray.Dataset
+        Expected counts per unit dose, one variable per mode (see :func:`simulate`).
+    target : DecisionTarget
+        What "detected" means.
+    budget : DamageBudget or mapping {energy: DamageBudget}, optional
+        Damage budget (one for all energies, or one per energy); default: no damage.
+    doses : array, optional
+        Dose axis (e/Å²) of the detection-power curves; default 121 doses from 0.1 to 1e7.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``mode``, ``energy`` (and ``dose``): the fields of :data:`LIMIT_FIELDS`,
+        ``channels``, ``detection_power`` (mode, energy, dose), and per energy
+        ``critical_dose``, ``knock_on_cross_section`` and ``budget_basis``.
+    """
+    labels = [str(name) for name in rates.data_vars]
+    energies = [float(e) for e in rates.energy.values]
+    doses = np.logspace(-1, 7, 121) if doses is None else np.asarray(doses, dtype=float)
+    budgets = _budgets(budget, energies)
+    shape = (len(labels), len(energies))
+    arrays = {name: np.full(shape, np.nan) for name in LIMIT_FIELDS}
+    channels = np.zeros(shape, dtype=np.int64)
+    power = np.zeros(shape + (len(doses),))
+    for mi, label in enumerate(labels):
+        for ei, energy in enumerate(energies):
+            values, power[mi, ei] = _limits(*_channel_rates(rates[label], energy), target, budgets[energy], doses)
+            channels[mi, ei] = values.pop("channels")
+            for name, value in values.items():
+                arrays[name][mi, ei] = value
+    data_vars = {name: (("mode", "energy"), value, {"units": _UNITS[name]} if name in _UNITS else {})
+                 for name, value in arrays.items()}
+    data_vars.update(
+        channels=(("mode", "energy"), channels), detection_power=(("mode", "energy", "dose"), power),
+        critical_dose=("energy", [_or_nan(budgets[e].critical_dose) for e in energies], {"units": "e/Å²"}),
+        knock_on_cross_section=("energy", [_or_nan(budgets[e].knock_on_cross_section) for e in energies],
+                                {"units": "barn"}),
+        budget_basis=("energy", [budgets[e].basis for e in energies]))
+    coords = {"mode": labels, "energy": ("energy", np.asarray(energies), {"units": "eV"}),
+              "dose": ("dose", doses, {"units": "e/Å²"})}
+    return xr.Dataset(data_vars, coords=coords, attrs={"target": target.describe(), "required_j": target.required_j})
+
+
+def _verdict(j_per_dose: float, dose: float, budget: float, best: float, best_dose: float) -> str:
+    if j_per_dose == 0:
+        return "undetectable: the feature changes nothing this mode records"
+    if not np.isfinite(dose):
+        return f"not detectable before damage (best power {best:.2f} at {best_dose:.3g} e/Å²)"
+    if dose <= budget:
+        return "detectable within budget" if np.isfinite(budget) else "detectable (no damage limit given)"
+    return f"exceeds budget (power {best:.2f} at the budget)"
+
+
+def verdicts(limits: xr.Dataset) -> xr.DataArray:
+    """The table's verdict per mode × energy, in words, from :func:`evaluate`'s limits."""
+    fields = ("j_per_dose", "required_dose", "budget", "best_power_within_budget", "best_dose")
+    words = [[_verdict(*(float(limits[f].values[mi, ei]) for f in fields)) for ei in range(limits.sizes["energy"])]
+             for mi in range(limits.sizes["mode"])]
+    return xr.DataArray(np.array(words, dtype=str), dims=("mode", "energy"), coords={"mode": limits.mode,
+                                                                                      "energy": limits.energy})
+
+
+def _critical(limits: xr.Dataset, ei: int):
+    dc = float(limits.critical_dose.values[ei])
+    return None if math.isnan(dc) else dc
+
+
+def monte_carlo_check(rates: xr.Dataset, limits: xr.Dataset, target: detection.DecisionTarget, *,
+                      seed: int = 0, trials: int = 2000) -> xr.Dataset:
+    """Exact Poisson Monte-Carlo of the likelihood-ratio test at each mode's required dose.
+
+    Mode ``m`` at energy ``e`` uses the ``m · n_energies + e``-th child of
+    ``numpy.random.SeedSequence(seed)``; modes without a finite dose get NaN.
+    Returns ``mc_false_alarm``, ``mc_power``, ``mc_probability_of_error`` (dims mode, energy).
+    """
+    names = ("false_alarm", "power", "probability_of_error")
+    shape = (limits.sizes["mode"], limits.sizes["energy"])
+    out = {name: np.full(shape, np.nan) for name in names}
+    seeds = np.random.SeedSequence(seed).spawn(shape[0] * shape[1])
+    for mi, label in enumerate(limits.mode.values):
+        for ei, energy in enumerate(limits.energy.values):
+            dose = float(limits.required_dose.values[mi, ei])
+            if not np.isfinite(dose):
+                continue
+            r0s, r1s = _channel_rates(rates[str(label)], float(energy))
+            child = int(seeds[mi * shape[1] + ei].generate_state(1)[0])
+            mc = detection.monte_carlo_error_rates(np.mean(r0s, axis=0), np.mean(r1s, axis=0), dose, target,
+                                                   trials=trials, seed=child, critical_dose=_critical(limits, ei))
+            for name in names:
+                out[name][mi, ei] = mc[name]
+    return xr.Dataset({f"mc_{name}": (("mode", "energy"), value) for name, value in out.items()},
+                      coords={"mode": limits.mode, "energy": limits.energy}, attrs={"monte_carlo_trials": trials})
+
+
+# ----------------------------------------------------------------------------- plan
+#: Columns of :attr:`PlanResult.table` taken from the plan dataset.
+TABLE_FIELDS = ("required_dose", "undamaged_dose", "dose_low", "dose_high", "rose_dose", "bhattacharyya_dose", "budget",
+                "margin", "j_per_dose", "knock_on_probability", "mc_false_alarm", "mc_power",
+                "mc_probability_of_error", "best_power_within_budget")
 
 
 @dataclass
 class PlanResult:
-    """Everything a plan computed: ``table`` rows, the xarray ``dataset`` and noisy ``examples``."""
+    """Everything a plan computed: ``table`` rows, the xarray ``dataset``, mean ``signals`` and ``rates``."""
 
     study: Study
     table: list = field(default_factory=list)
     dataset: xr.Dataset | None = None
     signals: dict = field(default_factory=dict)
+    rates: xr.Dataset | None = None
 
     def row(self, mode_label: str, energy: float) -> dict:
         for r in self.table:
@@ -171,42 +512,58 @@ class PlanResult:
         raise KeyError((mode_label, energy))
 
 
-def _budget(study: Study, energy: float):
-    """(critical dose Dc or None, budget dose, knock-on cross-section in barn or None, description)."""
-    dc = None
-    description = "no damage limit given"
-    if study.critical_dose is not None:
-        cd = temsim.critical_dose(study.critical_dose)
-        dc = float(cd.value)
-        description = f"radiolysis Dc = {dc:g} e/Å² ({cd.material})"
-    sigma = None
-    budget = dc if dc is not None else math.inf
-    if study.knock_on:
-        k = study.knock_on
-        extra = {key: k[key] for key in ("temperature", "debye_temperature") if key in k}
-        result = temsim.knock_on(k["element"], energy, k["displacement_energy"], **extra)
-        sigma = float(result.cross_section)
-        if sigma > 0:
-            knock_budget = -math.log(1 - KNOCK_ON_BUDGET_PROBABILITY) / (sigma * 1e-8)
-            if knock_budget < budget:
-                budget = knock_budget
-                description = (f"knock-on of {k['element']} (σ = {sigma:.3g} b): "
-                               f"{KNOCK_ON_BUDGET_PROBABILITY:.0%} displacement probability")
-        elif dc is None:
-            description = f"below the knock-on threshold of {k['element']} (σ = 0)"
-    return dc, budget, sigma, description
+def _table(study: Study, ds: xr.Dataset) -> list:
+    rows = []
+    for ei, energy in enumerate(study.energies):
+        for mi, mode in enumerate(study.modes):
+            values = {name: float(ds[name].values[mi, ei]) for name in TABLE_FIELDS}
+            rows.append({"mode": mode.label, "energy": energy, "verdict": str(ds.verdict.values[mi, ei]),
+                         "budget_basis": str(ds.budget_basis.values[ei]), "camera": mode.camera_name,
+                         "detector": mode.camera_name, "channels": int(ds.channels.values[mi, ei]), **values})
+    return rows
 
 
-def plan(study: Study, *, progress: bool = True, checkpoint_dir: str | None = None,
-         monte_carlo_trials: int = 2000) -> PlanResult:
+def _signals(study: Study, rates: xr.Dataset) -> dict:
+    """Mean rates per mode × energy (channel shape kept) for the report's noisy displays."""
+    out = {}
+    for mode in study.modes:
+        da = rates[mode.label]
+        for energy in study.energies:
+            r0s, r1s = _channel_rates(da, energy)
+            scan_x, scan_y = (da[c].values if c in da.coords else None for c in ("scan_x", "scan_y"))
+            out[(mode.label, energy)] = {"rate_h0": np.mean(r0s, axis=0), "rate_h1": np.mean(r1s, axis=0),
+                                         "kind": mode.kind, "name": mode.name, "scan_x": scan_x, "scan_y": scan_y}
+    return out
+
+
+def _attrs(study: Study, monte_carlo_trials: int) -> dict:
+    return {
+        "study": study.name, "description": study.description, "feature": study.feature.describe(),
+        "target": study.target.describe(), "required_j": study.target.required_j,
+        "semiangle_cutoff": study.semiangle_cutoff, "aberrations": json.dumps(study.aberrations.nonzero()),
+        "sampling": study.sampling, "scan_step": study.scan_step, "window": study.window,
+        "phonons": json.dumps(study.phonons), "critical_dose": json.dumps(study.critical_dose),
+        "knock_on": json.dumps(study.knock_on), "seed": study.seed, "monte_carlo_trials": monte_carlo_trials,
+        "temsim_version": temsim.__version__,
+        "method": "likelihood-ratio test on raw Poisson counts, Gaussian approximation J = (z_{1-a}+z_{power})^2",
+    }
+
+
+def plan(study: Study, *, settings: ExecutionSettings | None = None, progress: bool | None = None,
+         checkpoint_dir: str | None = None, monte_carlo_trials: int = 2000) -> PlanResult:
     """Minimum detectable dose of ``study.feature`` for every mode and energy.
+
+    Runs :func:`simulate`, :func:`damage_budget`, :func:`evaluate`, :func:`verdicts` and
+    :func:`monte_carlo_check`.
 
     Parameters
     ----------
     study : Study
         The study (``temsim.study.example_study("graphene-si")`` or :func:`temsim.study.load_study`).
-    progress : bool
-        Progress bar over the simulations.
+    settings : ExecutionSettings, optional
+        Threads, device, precision and progress bars.
+    progress : bool, optional
+        Progress bar over the simulations (default: ``settings.progress``; shown if unset).
     checkpoint_dir : str, optional
         Directory where each simulation is saved as it completes; a rerun reuses them (a
         killed plan resumes where it stopped).
@@ -216,130 +573,18 @@ def plan(study: Study, *, progress: bool = True, checkpoint_dir: str | None = No
     Returns
     -------
     PlanResult
-        ``table`` (one dict per mode × energy), ``dataset`` (xarray, everything), ``signals``.
+        ``table`` (one dict per mode × energy), ``dataset`` (xarray: the table's columns, the
+        power curves, and the rates as ``rates[<mode>]``), ``signals``, ``rates``.
     """
-    h0, h1, position = study.hypotheses()
-    check_study(study, h0)
-    configs = {"H0": _configurations(study, h0), "H1": _configurations(study, h1)}
-    n_configs = len(configs["H0"])
-    if checkpoint_dir is not None:
-        os.makedirs(checkpoint_dir, exist_ok=True)
-    tasks = [(e, h, i) for e in study.energies for h in ("H0", "H1") for i in range(n_configs)]
-    bar = _progress(len(tasks), progress, "plan: simulations", unit="simulation")
-    sims: dict = {}
-    for energy, hyp, i in tasks:
-        sims[(energy, hyp, i)] = _load_or_simulate(study, configs[hyp][i], energy, position, checkpoint_dir, hyp)
-        bar.update(1)
-    bar.close()
-
-    target = study.target
+    rates = simulate(study, settings=settings, progress=progress, checkpoint_dir=checkpoint_dir)
+    budgets = {e: damage_budget(e, study.critical_dose, study.knock_on) for e in study.energies}
     doses = np.logspace(math.log10(study.dose_range[0]), math.log10(study.dose_range[1]), 121)
-    result = PlanResult(study=study)
-    labels = [m.label for m in study.modes]
-    shape = (len(labels), len(study.energies))
-    fields = ["required_dose", "undamaged_dose", "dose_low", "dose_high", "rose_dose", "bhattacharyya_dose", "budget", "margin",
-              "j_per_dose", "knock_on_probability", "mc_false_alarm", "mc_power", "mc_probability_of_error",
-              "best_power_within_budget"]
-    arrays = {f: np.full(shape, np.nan) for f in fields}
-    verdicts = np.empty(shape, dtype=object)
-    power_curves = np.zeros(shape + (len(doses),))
-    rate_vars = {}
-    rng_seed = np.random.SeedSequence(study.seed)
-    mc_seeds = rng_seed.spawn(len(labels) * len(study.energies))
-    for ei, energy in enumerate(study.energies):
-        dc, budget, sigma, budget_text = _budget(study, energy)
-        for mi, mode in enumerate(study.modes):
-            r0s = [_rates(study, mode, sims[(energy, "H0", i)], energy) for i in range(n_configs)]
-            r1s = [_rates(study, mode, sims[(energy, "H1", i)], energy) for i in range(n_configs)]
-            r0, r1 = np.mean(r0s, axis=0), np.mean(r1s, axis=0)
-            stat = detection.detection_statistics(r0, r1)
-            dose = detection.required_dose(stat, target, dc)
-            undamaged = detection.required_dose(stat, target, None)
-            rose = detection.required_dose(stat, target, dc, criterion="rose")
-            bhat = detection.required_dose(stat, target, None, criterion="bhattacharyya")
-            # frozen-phonon uncertainty: jackknife over configurations
-            low = high = np.nan
-            if n_configs > 1 and np.isfinite(dose):
-                js = []
-                for leave in range(n_configs):
-                    keep = [i for i in range(n_configs) if i != leave]
-                    s = detection.detection_statistics(np.mean([r0s[i] for i in keep], 0),
-                                                       np.mean([r1s[i] for i in keep], 0))
-                    js.append(s.j_per_dose)
-                js = np.asarray(js)
-                se = math.sqrt((n_configs - 1) / n_configs * np.sum((js - js.mean()) ** 2))
-                rel = se / stat.j_per_dose if stat.j_per_dose > 0 else np.nan
-                low, high = dose / (1 + 2 * rel), dose / max(1e-12, 1 - 2 * rel) if rel < 0.5 else np.inf
-            curve = detection.detection_power(stat, target, doses, dc) if stat.j_per_dose > 0 else np.zeros_like(doses)
-            power_curves[mi, ei] = curve
-            mc = {"false_alarm": np.nan, "power": np.nan, "probability_of_error": np.nan}
-            if np.isfinite(dose):
-                mc = detection.monte_carlo_error_rates(r0, r1, dose, target, trials=monte_carlo_trials,
-                                                       seed=int(mc_seeds[mi * len(study.energies) + ei]
-                                                                .generate_state(1)[0]), critical_dose=dc)
-            knock_p = np.nan
-            if sigma is not None and np.isfinite(dose):
-                knock_p = 1 - math.exp(-sigma * 1e-8 * dose)
-            best = np.nan
-            if stat.j_per_dose == 0:
-                verdict = "undetectable: the feature changes nothing this mode records"
-            elif not np.isfinite(dose):
-                d_best = detection.optimal_dose_under_fading(dc) if dc else study.dose_range[1]
-                d_best = min(d_best, budget)
-                best = float(detection.detection_power(stat, target, d_best, dc))
-                verdict = f"not detectable before damage (best power {best:.2f} at {d_best:.3g} e/Å²)"
-            elif dose <= budget:
-                verdict = "detectable within budget" if np.isfinite(budget) else "detectable (no damage limit given)"
-            else:
-                best = float(detection.detection_power(stat, target, budget, dc))
-                verdict = f"exceeds budget (power {best:.2f} at the budget)"
-            values = dict(required_dose=dose, undamaged_dose=undamaged, dose_low=low, dose_high=high, rose_dose=rose, bhattacharyya_dose=bhat,
-                          budget=budget, margin=budget / dose if np.isfinite(dose) and dose > 0 else np.nan,
-                          j_per_dose=stat.j_per_dose, knock_on_probability=knock_p, mc_false_alarm=mc["false_alarm"],
-                          mc_power=mc["power"], mc_probability_of_error=mc["probability_of_error"],
-                          best_power_within_budget=best)
-            for key, value in values.items():
-                arrays[key][mi, ei] = value
-            verdicts[mi, ei] = verdict
-            result.table.append({"mode": mode.label, "energy": energy, "verdict": verdict, "budget_basis": budget_text,
-                                 "detector": mode.detector_name, "channels": stat.channels, **values})
-            result.signals[(mode.label, energy)] = {"rate_h0": r0, "rate_h1": r1, "kind": mode.kind,
-                                                    "scan_x": sims[(energy, "H0", 0)].get("_scan_x"),
-                                                    "scan_y": sims[(energy, "H0", 0)].get("_scan_y")}
-            tag = f"{mode.label}@{energy / 1e3:g}kV".replace(" ", "_").replace("=", "").replace("Δ", "d")
-            dims = tuple(f"{tag}_dim{i}" for i in range(r0.ndim))
-            rate_vars[f"rate_h0[{tag}]"] = xr.DataArray(r0, dims=dims, attrs={"units": "counts per e/Å²"})
-            rate_vars[f"rate_h1[{tag}]"] = xr.DataArray(r1, dims=dims, attrs={"units": "counts per e/Å²"})
-    coords = {"mode": labels, "energy": ("energy", np.asarray(study.energies), {"units": "eV"}),
-              "dose": ("dose", doses, {"units": "e/Å²"})}
-    data_vars = {k: (("mode", "energy"), v) for k, v in arrays.items()}
-    data_vars["verdict"] = (("mode", "energy"), verdicts.astype(str))
-    data_vars["detection_power"] = (("mode", "energy", "dose"), power_curves)
-    ds = xr.Dataset(data_vars, coords=coords)
-    for name, da in rate_vars.items():
-        ds[name] = da
-    units = {"required_dose": "e/Å²", "undamaged_dose": "e/Å²", "dose_low": "e/Å²", "dose_high": "e/Å²", "rose_dose": "e/Å²",
-             "bhattacharyya_dose": "e/Å²", "budget": "e/Å²", "j_per_dose": "per e/Å²"}
-    for key, unit in units.items():
-        ds[key].attrs["units"] = unit
-    ds.attrs.update({
-        "study": study.name,
-        "description": study.description,
-        "feature": study.feature.describe(),
-        "target": target.describe(),
-        "required_j": target.required_j,
-        "semiangle_cutoff": study.semiangle_cutoff,
-        "aberrations": json.dumps(study.aberrations.nonzero()),
-        "sampling": study.sampling,
-        "scan_step": study.scan_step,
-        "window": study.window,
-        "phonons": json.dumps(study.phonons),
-        "critical_dose": json.dumps(study.critical_dose),
-        "knock_on": json.dumps(study.knock_on),
-        "seed": study.seed,
-        "monte_carlo_trials": monte_carlo_trials,
-        "temsim_version": temsim.__version__,
-        "method": "likelihood-ratio test on raw Poisson counts, Gaussian approximation J = (z_{1-a}+z_{power})^2",
-    })
-    result.dataset = ds
+    limits = evaluate(rates, study.target, budgets, doses=doses)
+    checks = monte_carlo_check(rates, limits, study.target, seed=study.seed, trials=monte_carlo_trials)
+    ds = xr.merge([limits, checks, verdicts(limits).to_dataset(name="verdict")], combine_attrs="drop")
+    for label in rates.data_vars:
+        ds[f"rates[{label}]"] = rates[label]
+    ds.attrs.update(_attrs(study, monte_carlo_trials))
+    result = PlanResult(study=study, dataset=ds, rates=rates, signals=_signals(study, rates))
+    result.table = _table(study, ds)
     return result

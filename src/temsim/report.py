@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from temsim.detectors import integrate_gradient
+from temsim.modes import DISPLAYS, mode_spec
 
 __all__ = ["write_report", "format_table"]
 
@@ -79,25 +79,9 @@ def _figure_power(result, path: str) -> None:
 
 
 def _noisy_display(signal: dict, dose: float, rng) -> np.ndarray:
-    """A noisy realization (H1) of the mode's usual display at ``dose``."""
+    """A noisy realization (H1) of the mode's usual display at ``dose`` (see :mod:`temsim.modes`)."""
     counts = rng.poisson(np.maximum(signal["rate_h1"], 0) * dose).astype(float)
-    kind = signal["kind"]
-    if kind == "segmented":  # (x, y, segment) → iDPC
-        azimuth = (np.arange(counts.shape[-1]) + 0.5) * 2 * np.pi / counts.shape[-1]
-        gx = (counts * np.cos(azimuth)).sum(-1)
-        gy = (counts * np.sin(azimuth)).sum(-1)
-        step = (np.diff(signal["scan_x"][:2]).item(), np.diff(signal["scan_y"][:2]).item())
-        return integrate_gradient(gx, gy, step, regularization=0.05)
-    if kind == "pixelated":  # (x, y, kx, ky) → iCoM
-        nkx, nky = counts.shape[-2:]
-        kx = np.arange(nkx) - (nkx - 1) / 2
-        ky = np.arange(nky) - (nky - 1) / 2
-        total = np.maximum(counts.sum((-2, -1)), 1)
-        gx = (counts * kx[:, None]).sum((-2, -1)) / total
-        gy = (counts * ky[None, :]).sum((-2, -1)) / total
-        step = (np.diff(signal["scan_x"][:2]).item(), np.diff(signal["scan_y"][:2]).item())
-        return integrate_gradient(gx, gy, step, regularization=0.05)
-    return counts
+    return DISPLAYS[mode_spec(signal["name"]).display](counts, signal)
 
 
 def _figure_noisy(result, path: str) -> None:
@@ -155,7 +139,8 @@ def _summary(result) -> str:
               "better. The phonon interval is ±2 jackknife standard errors over frozen-phonon configurations. "
               "The Monte-Carlo column checks the exact Poisson error rates at the reported dose. Rose is the "
               "simpler SNR = 5 criterion over the feature region. See docs/planning.md.", "",
-              "Files: `plan.nc` (everything, including expected counts per channel), `detection_power.png`, "
+              "Files: `plan.nc` (everything, including the expected counts per channel `rates[<mode>]`), "
+              "`detection_power.png`, "
               "`noisy_signals.png`."]
     return "\n".join(lines) + "\n"
 

@@ -1,85 +1,108 @@
 """Planning studies: what to simulate, which modes to compare, what "detected" means.
 
 A :class:`Study` is built in Python or read from a TOML file (:func:`load_study`) whose keys
-are checked with messages that name the offending key. Built-in examples are in
-:data:`EXAMPLES` (``temsim plan --example NAME``).
+are checked with messages that name the offending key. The built-in examples are TOML files
+shipped in ``temsim/examples`` (:data:`EXAMPLES`, ``temsim plan --example NAME``). Imaging
+modes come from the registry in :mod:`temsim.modes`.
 """
 
 from __future__ import annotations
 
 import copy
-import math
+import functools
 import os
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import numpy as np
 from ase import Atoms
 
 from temsim import structure as st
+from temsim.checks import as_number
+from temsim.crystals import BUILDERS
 from temsim.detection import DecisionTarget
-from temsim.errors import StudyError
+from temsim.errors import InputError, StudyError
+from temsim.modes import MODES, mode_spec
 from temsim.optics import Aberrations
 
-__all__ = ["Study", "Mode", "Feature", "load_study", "example_study", "EXAMPLES", "MODE_KINDS"]
+__all__ = ["Study", "Mode", "Feature", "load_study", "study_from_dict", "example_study", "EXAMPLES", "MODE_KINDS"]
 
-#: Imaging modes and the raw data each one's decision is based on.
-MODE_KINDS = {
-    "HAADF": "annular",
-    "ADF": "annular",
-    "ABF": "annular",
-    "BF": "annular",
-    "DPC": "segmented",
-    "iDPC": "segmented",
-    "CoM": "pixelated",
-    "iCoM": "pixelated",
-    "4D-STEM": "pixelated",
-    "HRTEM": "image",
-}
 
-_DEFAULT_DETECTORS = {"annular": "annular-pmt", "segmented": "annular-pmt", "pixelated": "hybrid-pixel",
-                      "image": "counting-ded"}
+class _ModeKinds(Mapping):
+    """Read-only view ``{mode name: kind}`` of the registry in :mod:`temsim.modes`."""
+
+    def __getitem__(self, name):
+        return MODES[name].kind
+
+    def __iter__(self):
+        return iter(MODES)
+
+    def __len__(self):
+        return len(MODES)
+
+    def __repr__(self):
+        return repr(dict(self))
+
+
+#: Imaging modes and the kind of raw data each one's decision is based on (from the registry).
+MODE_KINDS: Mapping[str, str] = _ModeKinds()
 
 
 @dataclass(frozen=True)
 class Mode:
-    """One imaging mode: ``name`` (a key of :data:`MODE_KINDS`), angles (mrad), detector preset.
+    """One imaging mode: ``name`` (registered in :mod:`temsim.modes`), angles (mrad), camera preset.
 
     ``inner``/``outer`` set annular and segmented ranges (defaults from the convergence
     angle α: HAADF max(3α, 50)–200, ADF α–3α, ABF α/2–α, BF 0–α, DPC/iDPC 0.2α–α);
+    ``camera`` is a ``temsim.camera_model`` preset (default: the mode's);
     ``defocus`` (Å) applies to HRTEM; ``max_angle``/``binning`` to pixelated modes.
+    ``detector=`` is the old spelling of ``camera`` (deprecated).
     """
 
     name: str
     inner: float | None = None
     outer: float | None = None
-    detector: str | None = None
+    camera: str | None = None
     defocus: float = 0.0
     max_angle: float | None = None
     binning: int = 1
+    detector: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
-        if self.name not in MODE_KINDS:
-            raise StudyError(f"unknown mode {self.name!r}; valid modes are {', '.join(MODE_KINDS)}")
+        mode_spec(self.name)  # unknown names are refused with the valid ones
+        if self.detector is not None:
+            warnings.warn("Mode(detector=...) is deprecated; use camera=...", DeprecationWarning, stacklevel=3)
+            if self.camera is None:
+                object.__setattr__(self, "camera", self.detector)
+            object.__setattr__(self, "detector", None)
+
+    @property
+    def spec(self):
+        """The registry entry (:class:`temsim.modes.ModeSpec`)."""
+        return mode_spec(self.name)
 
     @property
     def kind(self) -> str:
-        return MODE_KINDS[self.name]
+        return self.spec.kind
+
+    @property
+    def camera_name(self) -> str:
+        return self.camera or self.spec.default_camera
 
     @property
     def detector_name(self) -> str:
-        return self.detector or _DEFAULT_DETECTORS[self.kind]
+        """Deprecated alias of :attr:`camera_name`."""
+        return self.camera_name
 
     @property
     def label(self) -> str:
-        if self.kind == "image":
-            return f"HRTEM Δf={self.defocus:g}Å"
-        return self.name
+        return self.spec.label(self)
 
     def angles(self, alpha: float) -> tuple[float, float]:
-        defaults = {"HAADF": (max(3 * alpha, 50.0), 200.0), "ADF": (alpha, 3 * alpha), "ABF": (alpha / 2, alpha),
-                    "BF": (0.0, alpha), "DPC": (0.2 * alpha, alpha), "iDPC": (0.2 * alpha, alpha)}
-        inner, outer = defaults.get(self.name, (0.0, 0.0))
+        inner, outer = self.spec.default_angles(alpha)
         return (self.inner if self.inner is not None else inner, self.outer if self.outer is not None else outer)
 
 
@@ -251,112 +274,19 @@ class Study:
 
 
 # ----------------------------------------------------------------------------- examples
-def _graphene_si() -> Study:
-    atoms = st.tile(st.graphene(vacuum=2.0), (5, 3, 1))
-    return Study(
-        name="graphene-si",
-        description="A single Si substitution in graphene, 60 and 80 kV, Cs-corrected, ideal annular detectors and a "
-                    "counting camera. Graphene is knock-on limited (no radiolysis); the budget is the knock-on dose.",
-        atoms=atoms,
-        feature=Feature("substitution", element="Si", site="center", host_element="C"),
-        energies=(60e3, 80e3),
-        modes=(Mode("HAADF", 60.0, 200.0), Mode("ABF"), Mode("iDPC"), Mode("HRTEM", defocus=-60.0)),
-        semiangle_cutoff=30.0,
-        aberrations=Aberrations(),
-        sampling=0.06,
-        scan_step=0.3,
-        window=4.8,
-        slice_thickness=4.0,
-        phonons={"num_configs": 2, "sigma": {"C": 0.07, "Si": 0.08}, "seed": 1},
-        knock_on={"element": "C", "displacement_energy": 21.14, "temperature": 300.0, "debye_temperature": 2000.0},
-        dose_range=(1.0, 1e6),
-    )
+def _example_names() -> list[str]:
+    files = resources.files("temsim.examples").iterdir()
+    return sorted(f.name[:-5] for f in files if f.name.endswith(".toml"))
 
 
-def _srtio3_vacancy() -> Study:
-    atoms = st.tile(st.srtio3(), (4, 4, 5))
-    cell = np.diag(atoms.cell)
-    # an oxygen-only column near the centre, vacancy in the middle layer
-    symbols = np.array(atoms.get_chemical_symbols())
-    pos = atoms.positions
-    o_only = []
-    for i in np.flatnonzero(symbols == "O"):
-        same_column = np.linalg.norm(pos[:, :2] - pos[i, :2], axis=1) < 0.1
-        if set(symbols[same_column]) == {"O"}:
-            o_only.append(i)
-    o_only = np.array(o_only)
-    d = np.linalg.norm(pos[o_only, :2] - cell[:2] / 2, axis=1) + 0.01 * np.abs(pos[o_only, 2] - cell[2] / 2)
-    index = int(o_only[np.argmin(d)])
-    return Study(
-        name="srtio3-oxygen-vacancy",
-        description="One oxygen vacancy in a pure-O column of SrTiO3 [001], 5 unit cells (2 nm) thick, 200 and 300 kV.",
-        atoms=atoms,
-        feature=Feature("vacancy", site=index, host_element="O"),
-        energies=(200e3, 300e3),
-        modes=(Mode("HAADF", 70.0, 160.0), Mode("ABF"), Mode("iDPC")),
-        semiangle_cutoff=20.0,
-        sampling=0.04,
-        scan_step=0.3,
-        window=3.0,
-        slice_thickness=3.905 / 2,
-        dose_range=(1.0, 1e8),
-    )
+def _read_example(name: str) -> Study:
+    resource = resources.files("temsim.examples") / f"{name}.toml"
+    with resources.as_file(resource) as path:
+        return load_study(path)
 
 
-def triazine_carbon_nitride(a: float = 4.79, ring_bond: float = 1.33, vacuum: float = 2.0) -> Atoms:
-    """Planar triazine-based graphitic carbon nitride (C3N4, a covalent triazine framework).
-
-    Hexagonal cell ``a`` (Å; 4.79 Å is the planar DFT value commonly quoted for this layer, cf.
-    Algara-Siller et al., Angew. Chem. Int. Ed. 53, 7450 (2014), who made it crystalline):
-    one triazine ring (C3N3, ring C–N bond ``ring_bond`` Å) per cell, its three C atoms bonded to
-    bridging (linker) N atoms that join three rings; the bridge bond follows from ``a``
-    (a/√3 − ring_bond ≈ 1.44 Å). Returned as an orthogonal cell, beam along z.
-    """
-    cell = [[a, 0, 0], [a / 2, a * math.sqrt(3) / 2, 0], [0, 0, 2 * vacuum]]
-    positions, symbols = [], []
-    for angle, symbol in ((30, "C"), (90, "N"), (150, "C"), (210, "N"), (270, "C"), (330, "N")):
-        t = math.radians(angle)
-        positions.append([ring_bond * math.cos(t), ring_bond * math.sin(t), vacuum])
-        symbols.append(symbol)
-    positions.append([a / 2, a * math.sqrt(3) / 6, vacuum])  # bridging (linker) N at (1/3, 1/3)
-    symbols.append("N")
-    layer = Atoms(symbols, positions=positions, cell=cell, pbc=[True, True, False])
-    layer.wrap()
-    return st.orthogonalize_cell(layer)
-
-
-def _cof_missing_linker() -> Study:
-    atoms = st.tile(triazine_carbon_nitride(), (3, 2, 1))
-    symbols = np.array(atoms.get_chemical_symbols())
-    # linker N: the N atoms bonded to three C atoms (ring N have two C neighbours)
-    linker = []
-    for i in np.flatnonzero(symbols == "N"):
-        d = atoms.get_distances(i, np.flatnonzero(symbols == "C"), mic=True)
-        if np.sum(d < 1.6) == 3:
-            linker.append(i)
-    centre = np.diag(atoms.cell)[:2] / 2
-    index = int(min(linker, key=lambda i: np.linalg.norm(atoms.positions[i, :2] - centre)))
-    return Study(
-        name="cof-missing-linker",
-        description="A missing bridging-N linker in a covalent triazine framework layer (planar triazine-based "
-                    "C3N4), 80 and 300 kV. Critical dose 20 e/Å²: a representative value for organic frameworks, "
-                    "which lose crystallinity at tens of e/Å² at room temperature (replace it by a measured Dc).",
-        atoms=atoms,
-        feature=Feature("vacancy", site=index, host_element="N"),
-        energies=(80e3, 300e3),
-        modes=(Mode("HAADF", 60.0, 160.0), Mode("ABF"), Mode("iDPC"), Mode("HRTEM", defocus=-60.0)),
-        semiangle_cutoff=25.0,
-        sampling=0.04,
-        scan_step=0.3,
-        window=4.8,
-        slice_thickness=4.0,
-        critical_dose=20.0,
-        dose_range=(0.1, 1e5),
-    )
-
-
-EXAMPLES = {"graphene-si": _graphene_si, "srtio3-oxygen-vacancy": _srtio3_vacancy,
-            "cof-missing-linker": _cof_missing_linker}
+#: Built-in studies: ``{name: function returning the Study}``, read from ``temsim/examples/*.toml``.
+EXAMPLES = {name: functools.partial(_read_example, name) for name in _example_names()}
 
 
 def example_study(name: str) -> Study:
@@ -370,7 +300,8 @@ def example_study(name: str) -> Study:
 _SCHEMA = {
     "name": None,
     "description": None,
-    "specimen": {"example": None, "file": None, "supercell": None, "zone_axis": None, "vacuum": None},
+    "specimen": {"example": None, "arguments": None, "file": None, "supercell": None, "zone_axis": None,
+                 "vacuum": None},
     "feature": {"kind": None, "element": None, "site": None, "host_element": None, "position": None,
                 "height": None, "file": None},
     "microscope": {"energies": None, "semiangle_cutoff": None, "aberrations": None, "focal_spread": None},
@@ -383,7 +314,24 @@ _SCHEMA = {
     "simulation": {"sampling": None, "scan_step": None, "window": None, "slice_thickness": None, "seed": None},
 }
 
-_MODE_KEYS = {"name", "inner", "outer", "detector", "defocus", "max_angle", "binning"}
+_MODE_KEYS = {"name", "inner", "outer", "camera", "detector", "defocus", "max_angle", "binning"}
+#: Numeric mode keys: (unit, as_number bounds).
+_MODE_NUMBERS = {"inner": ("mrad", {"minimum": 0}), "outer": ("mrad", {"minimum": 0}), "defocus": ("Å", {}),
+                 "max_angle": ("mrad", {"minimum": 0, "exclusive_minimum": True}),
+                 "binning": ("", {"integer": True, "minimum": 1})}
+_SIMULATION_NUMBERS = {"sampling": "Å", "scan_step": "Å", "window": "Å", "slice_thickness": "Å"}
+
+
+def _number(key: str, value, unit: str = "", **bounds):
+    return as_number(key, value, unit, error=StudyError, **bounds)
+
+
+def _numbers(key: str, value, unit: str = "", length: int | None = None, **bounds) -> tuple:
+    """A TOML array of numbers (``length`` of them if given); a scalar or a string is refused."""
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        what = f"a list of {length} numbers" if length is not None else "a list of numbers"
+        raise StudyError(f"{key} must be {what}{' in ' + unit if unit else ''}, got {value!r}")
+    return tuple(_number(f"{key}[{i}]", v, unit, **bounds) for i, v in enumerate(value))
 
 
 def _check_keys(data: dict, schema: dict, prefix: str = "") -> None:
@@ -397,32 +345,169 @@ def _check_keys(data: dict, schema: dict, prefix: str = "") -> None:
             _check_keys(value, schema[key], path + ".")
 
 
+def _table(key: str, value) -> dict:
+    if not isinstance(value, dict):
+        raise StudyError(f"{key} must be a table, e.g. {key} = {{vacuum = 2.0}}, got {value!r}")
+    return value
+
+
+def _built_in_specimen(spec: dict) -> Atoms:
+    name = spec["example"]
+    if name not in BUILDERS:
+        raise StudyError(f"specimen.example {name!r} is not one of {', '.join(BUILDERS)}")
+    arguments = {k: _number(f"specimen.arguments.{k}", v, "Å", minimum=0, exclusive_minimum=True)
+                 for k, v in _table("specimen.arguments", spec.get("arguments", {})).items()}
+    try:
+        return BUILDERS[name](**arguments)
+    except TypeError as err:  # an argument the builder does not take
+        raise StudyError(f"specimen.arguments for {name!r}: {err}") from None
+
+
 def _specimen(spec: dict, base: str) -> Atoms:
     if ("example" in spec) == ("file" in spec):
-        raise StudyError("specimen needs exactly one of 'example' (graphene, srtio3) or 'file'")
+        raise StudyError(f"specimen needs exactly one of 'example' ({', '.join(BUILDERS)}) or 'file'")
+    if "arguments" in spec and "example" not in spec:
+        raise StudyError("specimen.arguments applies to specimen.example only")
     if "example" in spec:
-        builders = {"graphene": st.graphene, "srtio3": st.srtio3}
-        if spec["example"] not in builders:
-            raise StudyError(f"specimen.example {spec['example']!r} is not one of {', '.join(builders)}")
-        atoms = builders[spec["example"]]()
+        atoms = _built_in_specimen(spec)
     else:
         path = spec["file"] if os.path.isabs(spec["file"]) else os.path.join(base, spec["file"])
         try:
             atoms = st.as_atoms(path)
-        except Exception as err:
+        except (OSError, ValueError) as err:  # StructureError is a ValueError; ase parsers raise ValueErrors
             raise StudyError(f"specimen.file {spec['file']!r}: {err}") from None
     if "zone_axis" in spec:
-        atoms = st.zone_axis(atoms, tuple(spec["zone_axis"]))
+        axis = _numbers("specimen.zone_axis", spec["zone_axis"], length=3, integer=True)
+        atoms = st.zone_axis(atoms, axis)
     elif not st.is_orthogonal_cell(atoms):
         atoms = st.orthogonalize_cell(atoms)
     if "supercell" in spec:
-        reps = spec["supercell"]
-        if len(reps) != 3 or any(int(r) < 1 for r in reps):
-            raise StudyError(f"specimen.supercell must be three positive integers, got {reps!r}")
-        atoms = st.tile(atoms, tuple(int(r) for r in reps))
+        atoms = st.tile(atoms, _numbers("specimen.supercell", spec["supercell"], length=3, integer=True, minimum=1))
     if "vacuum" in spec:
-        atoms = st.center_along_beam(atoms, float(spec["vacuum"]))
+        atoms = st.center_along_beam(atoms, _number("specimen.vacuum", spec["vacuum"], "Å", minimum=0))
     return atoms
+
+
+def _feature(data: dict, base: str) -> Feature:
+    feature = dict(data)
+    if "kind" not in feature:
+        raise StudyError("feature.kind is required (substitution, vacancy, adatom or structure)")
+    if "position" in feature:
+        feature["position"] = _numbers("feature.position", feature["position"], "Å", length=2)
+    if "height" in feature:
+        feature["height"] = _number("feature.height", feature["height"], "Å")
+    if feature.get("file") and not os.path.isabs(feature["file"]):
+        feature["file"] = os.path.join(base, feature["file"])
+    site = feature.get("site")
+    if isinstance(site, list):
+        feature["site"] = _numbers("feature.site", site, "Å", length=2)
+    elif site is not None and not isinstance(site, (int, str)) or isinstance(site, bool):
+        raise StudyError(f"feature.site must be an atom index, [x, y] in Å or \"center\", got {site!r}")
+    return Feature(**feature)
+
+
+def _mode(i: int, item) -> Mode:
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, dict):
+        raise StudyError(f"modes[{i}] must be a mode name or a table")
+    item = dict(item)
+    unknown = set(item) - _MODE_KEYS
+    if unknown:
+        raise StudyError(f"unknown key(s) {sorted(unknown)} in modes[{i}]; valid keys are "
+                         f"{sorted(_MODE_KEYS - {'detector'})}")
+    if "name" not in item:
+        raise StudyError(f"modes[{i}] needs a name (one of {', '.join(MODES)})")
+    if "detector" in item:
+        warnings.warn(f"modes[{i}].detector is deprecated; write camera = {item['detector']!r}",
+                      DeprecationWarning, stacklevel=4)
+        item.setdefault("camera", item.pop("detector"))
+        item.pop("detector", None)
+    for key, (unit, bounds) in _MODE_NUMBERS.items():
+        if key in item:
+            item[key] = _number(f"modes[{i}].{key}", item[key], unit, **bounds)
+    try:
+        return Mode(**item)
+    except StudyError as err:
+        raise StudyError(f"modes[{i}]: {err}") from None
+
+
+def _modes(raw) -> tuple[Mode, ...]:
+    if not isinstance(raw, list):
+        raise StudyError("modes must be a list, e.g. modes = [\"HAADF\", {name = \"HRTEM\", defocus = -50}]")
+    return tuple(_mode(i, item) for i, item in enumerate(raw))
+
+
+def _microscope(micro: dict) -> dict:
+    out: dict[str, Any] = {}
+    if "energies" in micro:
+        out["energies"] = _numbers("microscope.energies", micro["energies"], "eV", minimum=1e3, maximum=10e6)
+    if "semiangle_cutoff" in micro:
+        out["semiangle_cutoff"] = _number("microscope.semiangle_cutoff", micro["semiangle_cutoff"], "mrad",
+                                          minimum=0, exclusive_minimum=True)
+    if "aberrations" in micro:
+        coefficients = _table("microscope.aberrations", micro["aberrations"])
+        try:
+            out["aberrations"] = Aberrations(**{k: _number(f"microscope.aberrations.{k}", v, "Å")
+                                                for k, v in coefficients.items()})
+        except TypeError as err:
+            raise StudyError(f"microscope.aberrations: {err}") from None
+    if "focal_spread" in micro:
+        out["focal_spread"] = _number("microscope.focal_spread", micro["focal_spread"], "Å", minimum=0)
+    return out
+
+
+def _phonons(data: dict) -> dict:
+    out = dict(data)
+    if "num_configs" in out:
+        out["num_configs"] = _number("phonons.num_configs", out["num_configs"], integer=True, minimum=1)
+    if "seed" in out:
+        out["seed"] = _number("phonons.seed", out["seed"], integer=True, minimum=0)
+    sigma = out.get("sigma")
+    if isinstance(sigma, dict):
+        out["sigma"] = {k: _number(f"phonons.sigma.{k}", v, "Å", minimum=0) for k, v in sigma.items()}
+    elif sigma is not None:
+        out["sigma"] = _number("phonons.sigma", sigma, "Å", minimum=0)
+    return out
+
+
+def _damage(damage: dict) -> dict:
+    out: dict[str, Any] = {}
+    if "critical_dose" in damage:
+        dc = damage["critical_dose"]  # a number (e/Å²) or a preset name
+        out["critical_dose"] = dc if isinstance(dc, str) else _number("damage.critical_dose", dc, "e/Å²", minimum=0,
+                                                                       exclusive_minimum=True)
+    if "knock_on_element" in damage:
+        if "displacement_energy" not in damage:
+            raise StudyError("damage.displacement_energy (eV) is required with damage.knock_on_element")
+        out["knock_on"] = {"element": damage["knock_on_element"],
+                           "displacement_energy": _number("damage.displacement_energy", damage["displacement_energy"],
+                                                          "eV", minimum=0, exclusive_minimum=True)}
+        for key in ("temperature", "debye_temperature"):
+            if key in damage:
+                out["knock_on"][key] = _number(f"damage.{key}", damage[key], "K", minimum=0)
+    return out
+
+
+def _decision(decision: dict) -> DecisionTarget:
+    values = {}
+    for key, value in decision.items():
+        integer = key == "search_sites"
+        values[key] = _number(f"decision.{key}", value, integer=integer, minimum=1 if integer else 0)
+    try:
+        return DecisionTarget(**values)
+    except InputError as err:
+        raise StudyError(f"decision: {err}") from None
+
+
+def _simulation(simulation: dict) -> dict:
+    out: dict[str, Any] = {}
+    for key, value in simulation.items():
+        if key == "seed":
+            out[key] = _number("simulation.seed", value, integer=True, minimum=0)
+        else:
+            out[key] = _number(f"simulation.{key}", value, _SIMULATION_NUMBERS[key], minimum=0, exclusive_minimum=True)
+    return out
 
 
 def study_from_dict(data: dict, base: str = ".") -> Study:
@@ -432,80 +517,19 @@ def study_from_dict(data: dict, base: str = ".") -> Study:
     for required in ("specimen", "feature", "modes"):
         if required not in data:
             raise StudyError(f"missing table [{required}]")
-    atoms = _specimen(data["specimen"], base)
-    feature_data = dict(data["feature"])
-    if "kind" not in feature_data:
-        raise StudyError("feature.kind is required (substitution, vacancy, adatom or structure)")
-    if "position" in feature_data:
-        feature_data["position"] = tuple(feature_data["position"])
-    if feature_data.get("file") and not os.path.isabs(feature_data["file"]):
-        feature_data["file"] = os.path.join(base, feature_data["file"])
-    if isinstance(feature_data.get("site"), list):
-        feature_data["site"] = tuple(feature_data["site"])
-    feature = Feature(**feature_data)
-    modes = []
-    raw_modes = data["modes"]
-    if not isinstance(raw_modes, list):
-        raise StudyError("modes must be a list, e.g. modes = [\"HAADF\", {name = \"HRTEM\", defocus = -50}]")
-    for i, item in enumerate(raw_modes):
-        if isinstance(item, str):
-            item = {"name": item}
-        if not isinstance(item, dict):
-            raise StudyError(f"modes[{i}] must be a mode name or a table")
-        unknown = set(item) - _MODE_KEYS
-        if unknown:
-            raise StudyError(f"unknown key(s) {sorted(unknown)} in modes[{i}]; valid keys are {sorted(_MODE_KEYS)}")
-        if "name" not in item:
-            raise StudyError(f"modes[{i}] needs a name (one of {', '.join(MODE_KINDS)})")
-        try:
-            modes.append(Mode(**item))
-        except StudyError as err:
-            raise StudyError(f"modes[{i}]: {err}") from None
-    kwargs: dict[str, Any] = {"name": data.get("name", "study"), "atoms": atoms, "feature": feature,
-                              "modes": tuple(modes), "description": data.get("description", "")}
-    micro = data.get("microscope", {})
-    if "energies" in micro:
-        kwargs["energies"] = tuple(float(e) for e in micro["energies"])
-    if "semiangle_cutoff" in micro:
-        kwargs["semiangle_cutoff"] = float(micro["semiangle_cutoff"])
-    if "aberrations" in micro:
-        try:
-            kwargs["aberrations"] = Aberrations(**micro["aberrations"])
-        except TypeError as err:
-            raise StudyError(f"microscope.aberrations: {err}") from None
-    if "focal_spread" in micro:
-        kwargs["focal_spread"] = float(micro["focal_spread"])
+    kwargs: dict[str, Any] = {"name": str(data.get("name", "study")), "description": str(data.get("description", "")),
+                              "atoms": _specimen(data["specimen"], base), "feature": _feature(data["feature"], base),
+                              "modes": _modes(data["modes"])}
+    kwargs.update(_microscope(data.get("microscope", {})))
     if "phonons" in data:
-        kwargs["phonons"] = dict(data["phonons"])
+        kwargs["phonons"] = _phonons(data["phonons"])
     if "range" in data.get("dose", {}):
-        rng = data["dose"]["range"]
-        if len(rng) != 2:
-            raise StudyError(f"dose.range must be [min, max] in e/Å², got {rng!r}")
-        kwargs["dose_range"] = (float(rng[0]), float(rng[1]))
-    damage = data.get("damage", {})
-    if "critical_dose" in damage:
-        kwargs["critical_dose"] = damage["critical_dose"]
-    if "knock_on_element" in damage:
-        if "displacement_energy" not in damage:
-            raise StudyError("damage.displacement_energy (eV) is required with damage.knock_on_element")
-        kwargs["knock_on"] = {"element": damage["knock_on_element"],
-                              "displacement_energy": float(damage["displacement_energy"])}
-        for key in ("temperature", "debye_temperature"):
-            if key in damage:
-                kwargs["knock_on"][key] = float(damage[key])
+        kwargs["dose_range"] = _numbers("dose.range", data["dose"]["range"], "e/Å²", length=2)
+    kwargs.update(_damage(data.get("damage", {})))
     if "decision" in data:
-        try:
-            kwargs["target"] = DecisionTarget(**data["decision"])
-        except Exception as err:
-            raise StudyError(f"decision: {err}") from None
-    for key, value in data.get("simulation", {}).items():
-        kwargs[key] = int(value) if key == "seed" else float(value)
-    try:
-        return Study(**kwargs)
-    except StudyError:
-        raise
-    except Exception as err:
-        raise StudyError(str(err)) from None
+        kwargs["target"] = _decision(data["decision"])
+    kwargs.update(_simulation(data.get("simulation", {})))
+    return Study(**kwargs)
 
 
 def load_study(path) -> Study:
