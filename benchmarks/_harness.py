@@ -22,7 +22,7 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 RESULT_MARK = "@@BENCH-RESULT@@"
 
@@ -73,10 +73,16 @@ def _version(name: str) -> str | None:
 def _git_commit() -> str | None:
     here = os.path.dirname(os.path.abspath(__file__))
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return commit + ("-dirty" if dirty else "") if commit else None
     except Exception:
         return None
@@ -134,8 +140,9 @@ def best(times: list[float]) -> float:
     return float(min(times))
 
 
-def run_case(module_file: str, case: str, kwargs: dict | None = None, env: dict | None = None,
-             timeout: float = 900.0) -> dict:
+def run_case(
+    module_file: str, case: str, kwargs: dict | None = None, env: dict | None = None, timeout: float = 900.0
+) -> dict:
     """Run ``case`` of the benchmark module ``module_file`` in a fresh subprocess.
 
     Returns the case's result dict plus ``peak_rss_mib`` (peak resident memory of the whole
@@ -151,7 +158,7 @@ def run_case(module_file: str, case: str, kwargs: dict | None = None, env: dict 
         return {"error": f"case {case} timed out after {timeout:.0f} s"}
     for line in proc.stdout.splitlines()[::-1]:
         if line.startswith(RESULT_MARK):
-            return json.loads(line[len(RESULT_MARK):])
+            return json.loads(line[len(RESULT_MARK) :])
     tail = (proc.stderr or proc.stdout)[-2000:]
     return {"error": f"case {case} failed (exit {proc.returncode}): {tail}"}
 
@@ -185,17 +192,19 @@ def child_main(cases: dict[str, Callable[..., dict]]) -> None:
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    result.update({
-        "case": args.case,
-        "kwargs": kwargs,
-        "threads_env": os.environ.get("TEMSIM_NUM_THREADS"),
-        "peak_rss_mib": round(_rss_mib(), 1),
-        "baseline_rss_mib": round(baseline, 1),
-        "peak_rss_delta_mib": round(_rss_mib() - baseline, 1),
-        "case_wall_s": round(wall, 3),
-        "case_cpu_s": round(cpu, 3),
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
-    })
+    result.update(
+        {
+            "case": args.case,
+            "kwargs": kwargs,
+            "threads_env": os.environ.get("TEMSIM_NUM_THREADS"),
+            "peak_rss_mib": round(_rss_mib(), 1),
+            "baseline_rss_mib": round(baseline, 1),
+            "peak_rss_delta_mib": round(_rss_mib() - baseline, 1),
+            "case_wall_s": round(wall, 3),
+            "case_cpu_s": round(cpu, 3),
+            "loadavg": [round(x, 2) for x in os.getloadavg()],
+        }
+    )
     print(RESULT_MARK + json.dumps(result), flush=True)
 
 

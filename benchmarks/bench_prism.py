@@ -33,8 +33,9 @@ INNER, OUTER = 55.0, 100.0
 POINTS_PER_CELL = 48
 
 
-def _case(reps: int, cells_thick: int, scan_cells: int, scan_n: int, subset_n: int, factors, abtem_factors,
-          include_f1: bool) -> dict:
+def _case(
+    reps: int, cells_thick: int, scan_cells: int, scan_n: int, subset_n: int, factors, abtem_factors, include_f1: bool
+) -> dict:
     import temsim
     from temsim.detectors import AnnularDetector
     from temsim.positions import GridScan
@@ -57,8 +58,12 @@ def _case(reps: int, cells_thick: int, scan_cells: int, scan_n: int, subset_n: i
     reference = temsim.scan(probe, potential, detectors, subset, progress=False).HAADF.values.astype(np.float64)
     ms_subset = time.perf_counter() - t0
     ms_full = ms_subset * scale
-    rows["multislice"] = {"seconds": ms_full, "speedup": 1.0, "relative_error": 0.0,
-                          "note": f"timed on {subset_n}x{subset_n} positions, x{scale}"}
+    rows["multislice"] = {
+        "seconds": ms_full,
+        "speedup": 1.0,
+        "relative_error": 0.0,
+        "note": f"timed on {subset_n}x{subset_n} positions, x{scale}",
+    }
     print(f"  multislice {ms_full:.1f} s (scaled)", flush=True)
 
     def error(image):
@@ -67,14 +72,20 @@ def _case(reps: int, cells_thick: int, scan_cells: int, scan_n: int, subset_n: i
     for f in factors:
         on_subset = f == 1
         t0 = time.perf_counter()
-        ds = temsim.scan(probe, potential, detectors, subset if on_subset else full, method="prism",
-                         interpolation=f, progress=False)
+        ds = temsim.scan(
+            probe, potential, detectors, subset if on_subset else full, method="prism", interpolation=f, progress=False
+        )
         seconds = time.perf_counter() - t0
         image = ds.HAADF.values if on_subset else ds.HAADF.values[::step, ::step]
         label = f"prism f={f}" + (f" ({subset_n}x{subset_n} positions)" if on_subset else "")
-        rows[label] = {"seconds": seconds, "speedup": (ms_subset if on_subset else ms_full) / seconds,
-                       "relative_error": error(image), "plane_waves": int(ds.attrs["prism_plane_waves"]),
-                       "window_A": float(ds.attrs["prism_window"][0]), "f": f}
+        rows[label] = {
+            "seconds": seconds,
+            "speedup": (ms_subset if on_subset else ms_full) / seconds,
+            "relative_error": error(image),
+            "plane_waves": int(ds.attrs["prism_plane_waves"]),
+            "window_A": float(ds.attrs["prism_window"][0]),
+            "f": f,
+        }
         print(f"  {label}: {rows[label]}", flush=True)
 
     try:
@@ -82,23 +93,32 @@ def _case(reps: int, cells_thick: int, scan_cells: int, scan_n: int, subset_n: i
     except ImportError:
         abtem = None
     if abtem is not None and abtem_factors:
-        their_potential = abtem.Potential(atoms, gpts=gpts, slice_thickness=A / 2, parametrization="lobato",
-                                          projection="infinite")
+        their_potential = abtem.Potential(
+            atoms, gpts=gpts, slice_thickness=A / 2, parametrization="lobato", projection="infinite"
+        )
         for f in abtem_factors:
             t0 = time.perf_counter()
-            s_matrix = abtem.SMatrix(potential=their_potential, energy=200e3, semiangle_cutoff=20.0,
-                                     interpolation=f)
-            measurement = s_matrix.scan(scan=abtem.GridScan(start=start, end=end, gpts=(scan_n, scan_n)),
-                                        detectors=[abtem.AnnularDetector(INNER, OUTER)]).compute(progress_bar=False)
+            s_matrix = abtem.SMatrix(potential=their_potential, energy=200e3, semiangle_cutoff=20.0, interpolation=f)
+            measurement = s_matrix.scan(
+                scan=abtem.GridScan(start=start, end=end, gpts=(scan_n, scan_n)),
+                detectors=[abtem.AnnularDetector(INNER, OUTER)],
+            ).compute(progress_bar=False)
             seconds = time.perf_counter() - t0
             image = np.asarray(measurement.array)[::step, ::step]
-            rows[f"abtem SMatrix f={f}"] = {"seconds": seconds, "speedup": ms_full / seconds,
-                                            "relative_error": error(image), "f": f}
+            rows[f"abtem SMatrix f={f}"] = {
+                "seconds": seconds,
+                "speedup": ms_full / seconds,
+                "relative_error": error(image),
+                "f": f,
+            }
             print(f"  abtem f={f}: {rows[f'abtem SMatrix f={f}']}", flush=True)
-    return {"setup": f"SrTiO3 [001] {reps}x{reps}x{cells_thick} cells, {gpts[0]}x{gpts[1]} points "
-                     f"({potential.grid.sampling[0]:.4f} Å), 200 keV, 20 mrad, HAADF {INNER:g}-{OUTER:g} mrad, "
-                     f"{scan_n}x{scan_n} scan over {scan_cells}x{scan_cells} cells",
-            "abtem_version": None if abtem is None else abtem.__version__, "rows": rows}
+    return {
+        "setup": f"SrTiO3 [001] {reps}x{reps}x{cells_thick} cells, {gpts[0]}x{gpts[1]} points "
+        f"({potential.grid.sampling[0]:.4f} Å), 200 keV, 20 mrad, HAADF {INNER:g}-{OUTER:g} mrad, "
+        f"{scan_n}x{scan_n} scan over {scan_cells}x{scan_cells} cells",
+        "abtem_version": None if abtem is None else abtem.__version__,
+        "rows": rows,
+    }
 
 
 def run(quick: bool = False) -> dict:
@@ -111,9 +131,14 @@ def run(quick: bool = False) -> dict:
         print("tiled", flush=True)
         tiled = _case(16, 2, 4, 128, 16, (4,), (4,), False)
         cases = {"sweep": sweep, "tiled": tiled}
-    return {"title": "PRISM vs multislice (and abTEM's SMatrix), SrTiO3 [001] HAADF, 200 keV, 20 mrad"
-                     + (" (quick: 4x4 cells, 16x16 scan)" if quick else ""),
-            "quick": quick, "cases": cases, "targets": _targets(cases), "markdown": _markdown(cases)}
+    return {
+        "title": "PRISM vs multislice (and abTEM's SMatrix), SrTiO3 [001] HAADF, 200 keV, 20 mrad"
+        + (" (quick: 4x4 cells, 16x16 scan)" if quick else ""),
+        "quick": quick,
+        "cases": cases,
+        "targets": _targets(cases),
+        "markdown": _markdown(cases),
+    }
 
 
 def _targets(cases) -> list[dict]:
@@ -121,10 +146,15 @@ def _targets(cases) -> list[dict]:
     tiled = cases.get("tiled")
     if tiled:
         row = tiled["rows"]["prism f=4"]
-        targets.append({"description": "tiled case (128x128 scan): speed-up of PRISM f=4 over multislice, with "
-                                       f"HAADF error {row['relative_error']:.2%} (< 2% required)",
-                        "measured": round(row["speedup"], 1), "threshold": "≥ 10 and error < 2%",
-                        "met": bool(row["speedup"] >= 10 and row["relative_error"] < 0.02)})
+        targets.append(
+            {
+                "description": "tiled case (128x128 scan): speed-up of PRISM f=4 over multislice, with "
+                f"HAADF error {row['relative_error']:.2%} (< 2% required)",
+                "measured": round(row["speedup"], 1),
+                "threshold": "≥ 10 and error < 2%",
+                "met": bool(row["speedup"] >= 10 and row["relative_error"] < 0.02),
+            }
+        )
     for name, case in cases.items():
         for label, row in case["rows"].items():
             if not label.startswith("abtem"):
@@ -132,24 +162,37 @@ def _targets(cases) -> list[dict]:
             ours = case["rows"].get(f"prism f={row['f']}")
             if ours:
                 ratio = row["seconds"] / ours["seconds"]
-                targets.append({"description": f"{name}: abTEM SMatrix time / temsim PRISM time at f={row['f']}",
-                                "measured": round(ratio, 2), "threshold": "> 1", "met": bool(ratio > 1)})
+                targets.append(
+                    {
+                        "description": f"{name}: abTEM SMatrix time / temsim PRISM time at f={row['f']}",
+                        "measured": round(ratio, 2),
+                        "threshold": "> 1",
+                        "met": bool(ratio > 1),
+                    }
+                )
     return targets
 
 
 def _markdown(cases) -> str:
     lines = []
     for name, case in cases.items():
-        lines += [f"**{name}**: {case['setup']}", "",
-                  "| solver | time (s) | speed-up vs multislice | HAADF error | plane waves | window (Å) |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"**{name}**: {case['setup']}",
+            "",
+            "| solver | time (s) | speed-up vs multislice | HAADF error | plane waves | window (Å) |",
+            "|---|---|---|---|---|---|",
+        ]
         for label, row in case["rows"].items():
-            lines.append(f"| {label} | {row['seconds']:.1f} | {row['speedup']:.1f}× | {row['relative_error']:.2%} | "
-                         f"{row.get('plane_waves', '')} | {row.get('window_A', '')} |")
+            lines.append(
+                f"| {label} | {row['seconds']:.1f} | {row['speedup']:.1f}× | {row['relative_error']:.2%} | "
+                f"{row.get('plane_waves', '')} | {row.get('window_A', '')} |"
+            )
         lines.append("")
-    lines.append("Multislice timed on a 16×16 subset and scaled to the full scan (cost linear in positions); "
-                 "PRISM f=1 runs on that subset only (its speed-up is for the subset). Errors: "
-                 "mean|I − I_multislice| / mean I_multislice on the subset.")
+    lines.append(
+        "Multislice timed on a 16×16 subset and scaled to the full scan (cost linear in positions); "
+        "PRISM f=1 runs on that subset only (its speed-up is for the subset). Errors: "
+        "mean|I − I_multislice| / mean I_multislice on the subset."
+    )
     return "\n".join(lines)
 
 

@@ -66,8 +66,11 @@ def case_temsim(sampling=None, gpts=None, outer=160.0, lateral=4, thickness=20, 
     memory_limit = int(min(2 * 1024**3, available_memory() // 4))
     batch = min(estimate_batch_size(grid.gpts, memory_limit), n_pos)
     lb = _harness.fft_lower_bound((batch,) + tuple(grid.gpts), threads)  # plans this shape too
-    detectors = {"HAADF": temsim.AnnularDetector(70, outer), "ABF": temsim.AnnularDetector(*ABF),
-                 "BF": temsim.AnnularDetector(*BF)}
+    detectors = {
+        "HAADF": temsim.AnnularDetector(70, outer),
+        "ABF": temsim.AnnularDetector(*ABF),
+        "BF": temsim.AnnularDetector(*BF),
+    }
 
     def build_stack():
         stack = SliceStack(potential, ENERGY, np)
@@ -120,16 +123,19 @@ def case_abtem(sampling=None, gpts=None, outers=(160.0,), lateral=4, thickness=2
 
     def build(thick):
         kw = {"gpts": gpts} if gpts is not None else {"sampling": sampling}
-        return abtem.Potential(_atoms(lateral, thick), slice_thickness=SLICE, projection="infinite",
-                               parametrization="lobato", **kw)
+        return abtem.Potential(
+            _atoms(lateral, thick), slice_thickness=SLICE, projection="infinite", parametrization="lobato", **kw
+        )
 
     step = _wavelength() / (4 * ALPHA * 1e-3)
     names = [f"HAADF_{o:g}" for o in outers] + ["ABF", "BF"]
 
     def simulate(potential, scan):
         probe = abtem.Probe(energy=ENERGY, semiangle_cutoff=ALPHA)
-        detectors = [abtem.AnnularDetector(70, o) for o in outers] + [abtem.AnnularDetector(*ABF),
-                                                                      abtem.AnnularDetector(*BF)]
+        detectors = [abtem.AnnularDetector(70, o) for o in outers] + [
+            abtem.AnnularDetector(*ABF),
+            abtem.AnnularDetector(*BF),
+        ]
         out = probe.scan(potential, scan=scan, detectors=detectors).compute(progress_bar=False)
         return probe, out
 
@@ -194,8 +200,9 @@ def run(quick: bool = False) -> dict:
     cases: dict[str, dict] = {}
 
     def temsim(label, threads, repeat=1, **kw):
-        cases[label] = _harness.run_case(here, "temsim", {**geometry, "repeat": repeat, **kw},
-                                         env={"TEMSIM_NUM_THREADS": threads})
+        cases[label] = _harness.run_case(
+            here, "temsim", {**geometry, "repeat": repeat, **kw}, env={"TEMSIM_NUM_THREADS": threads}
+        )
 
     def abtem(label, **kw):
         if have_abtem:
@@ -216,8 +223,8 @@ def run(quick: bool = False) -> dict:
         abtem("abtem_0.042A_200mrad", sampling=0.042, outers=[200.0])
 
     return {
-        "title": "STEM HAADF+ABF+BF, SrTiO3 [001] 4×4 u.c. × %d u.c., 200 keV, 20 mrad, one u.c. at Nyquist%s"
-                 % (thickness, " (quick: thinner, no abTEM)" if quick else ""),
+        "title": f"STEM HAADF+ABF+BF, SrTiO3 [001] 4×4 u.c. × {thickness:d} u.c., 200 keV, 20 mrad, "
+        f"one u.c. at Nyquist{' (quick: thinner, no abTEM)' if quick else ''}",
         "quick": quick,
         "cases": cases,
         "targets": _targets(cases),
@@ -241,21 +248,38 @@ def _targets(cases) -> list[dict]:
     for label, c in cases.items():
         if c.get("code") == "temsim" and _ok(c):
             r = c["ratio_vs_lower_bound"]
-            targets.append({"description": f"{label}: per probe-slice (whole scan) vs FFT lower bound, wall "
-                                           f"(CPU time: {c['ratio_vs_lower_bound_cpu']:.2f})",
-                            "measured": round(r, 3), "threshold": "≤ 1.3", "met": r <= 1.3})
+            targets.append(
+                {
+                    "description": f"{label}: per probe-slice (whole scan) vs FFT lower bound, wall "
+                    f"(CPU time: {c['ratio_vs_lower_bound_cpu']:.2f})",
+                    "measured": round(r, 3),
+                    "threshold": "≤ 1.3",
+                    "met": r <= 1.3,
+                }
+            )
     s = _speedup(cases, "abtem_312grid", "temsim_312grid_1thread")
     if s is not None:
         cpu = _speedup(cases, "abtem_312grid", "temsim_312grid_1thread", "total_cpu_s")
-        targets.append({"description": f"speed-up vs abTEM on the same 312² grid, temsim 1 thread, wall "
-                                       f"(CPU time: {cpu:.1f})",
-                        "measured": round(s, 2), "threshold": "≥ 4", "met": s >= 4})
+        targets.append(
+            {
+                "description": f"speed-up vs abTEM on the same 312² grid, temsim 1 thread, wall (CPU time: {cpu:.1f})",
+                "measured": round(s, 2),
+                "threshold": "≥ 4",
+                "met": s >= 4,
+            }
+        )
     s = _speedup(cases, "abtem_0.05A", "temsim_0.05A_1thread")
     if s is not None:
         cpu = _speedup(cases, "abtem_0.05A", "temsim_0.05A_1thread", "total_cpu_s")
-        targets.append({"description": f"speed-up vs abTEM at the requested 0.05 Å (each code's own grid), temsim 1 thread, "
-                                       f"wall (CPU time: {cpu:.1f})",
-                        "measured": round(s, 2), "threshold": "≥ 10", "met": s >= 10})
+        targets.append(
+            {
+                "description": f"speed-up vs abTEM at the requested 0.05 Å (each code's own grid), temsim 1 thread, "
+                f"wall (CPU time: {cpu:.1f})",
+                "measured": round(s, 2),
+                "threshold": "≥ 10",
+                "met": s >= 10,
+            }
+        )
     return targets
 
 
@@ -277,29 +301,38 @@ def _markdown(cases) -> str:
             lines.append(
                 f"| {label} | {grid} | {c['band_limit_mrad']:.0f} | {c['threads']} | {dets} | {c['total_s']:.2f} | "
                 f"{c['total_cpu_s']:.2f} | {1e3 * c['per_probe_slice_s']:.3f} | "
-                f"{1e3 * lb['per_probe_slice_s']:.3f} (batch {c['batch']}; CPU {1e3 * lb['per_probe_slice_cpu_s']:.3f}) | "
-                f"{c['ratio_vs_lower_bound']:.2f} | {mem} |")
+                f"{1e3 * lb['per_probe_slice_s']:.3f} (batch {c['batch']}; "
+                f"CPU {1e3 * lb['per_probe_slice_cpu_s']:.3f}) | "
+                f"{c['ratio_vs_lower_bound']:.2f} | {mem} |"
+            )
         else:
             lines.append(
                 f"| {label} | {grid} | {c['band_limit_mrad']:.0f} | default (used {c['cores_used']:.2f} cores) | "
                 f"{dets} | {c['total_s']:.2f} | {c['total_cpu_s']:.2f} | {1e3 * c['per_probe_slice_s']:.3f} | – | – | "
-                f"{mem} |")
+                f"{mem} |"
+            )
     notes = []
-    for peer, ours in (("abtem_312grid", "temsim_312grid_1thread"), ("abtem_0.05A", "temsim_0.05A_1thread"),
-                       ("abtem_0.05A", "temsim_0.05A_2threads"),
-                       ("abtem_0.042A_200mrad", "temsim_0.042A_200mrad_1thread")):
+    for peer, ours in (
+        ("abtem_312grid", "temsim_312grid_1thread"),
+        ("abtem_0.05A", "temsim_0.05A_1thread"),
+        ("abtem_0.05A", "temsim_0.05A_2threads"),
+        ("abtem_0.042A_200mrad", "temsim_0.042A_200mrad_1thread"),
+    ):
         s = _speedup(cases, peer, ours)
         if s is not None:
             cpu = _speedup(cases, peer, ours, "total_cpu_s")
-            notes.append(f"* {ours} vs {peer}: **{s:.1f}×** faster (wall, {cases[peer]['total_s']:.1f} s vs "
-                         f"{cases[ours]['total_s']:.1f} s; {cpu:.1f}× in CPU time).")
+            notes.append(
+                f"* {ours} vs {peer}: **{s:.1f}×** faster (wall, {cases[peer]['total_s']:.1f} s vs "
+                f"{cases[ours]['total_s']:.1f} s; {cpu:.1f}× in CPU time)."
+            )
     ab = cases.get("abtem_0.05A")
     if _ok(ab) and "HAADF_200" in ab["signal_means"]:
         notes.append(
             f"* abTEM at 0.05 Å accepted HAADF 70–200 mrad without a warning although its band limit is "
             f"{ab['band_limit_mrad']:.0f} mrad: mean HAADF_200 {ab['signal_means']['HAADF_200']:.4g} vs "
             f"HAADF_160 {ab['signal_means']['HAADF_160']:.4g} (the 70–200 value is really 70–"
-            f"{ab['band_limit_mrad']:.0f}). temsim raises SamplingError for 70–200 at this sampling.")
+            f"{ab['band_limit_mrad']:.0f}). temsim raises SamplingError for 70–200 at this sampling."
+        )
     pairs = (("temsim_312grid_1thread", "abtem_312grid"), ("temsim_0.042A_200mrad_1thread", "abtem_0.042A_200mrad"))
     for ours, peer in pairs:
         a, b = cases.get(ours), cases.get(peer)
@@ -307,8 +340,10 @@ def _markdown(cases) -> str:
             sa, sb = a["signal_means"], b["signal_means"]
             ha = sa["HAADF"]
             hb = next(v for k, v in sb.items() if k.startswith("HAADF"))
-            notes.append(f"* Cross-check {ours} / {peer} mean signals: HAADF {ha:.4g} / {hb:.4g}, "
-                         f"ABF {sa['ABF']:.4g} / {sb['ABF']:.4g}, BF {sa['BF']:.4g} / {sb['BF']:.4g}.")
+            notes.append(
+                f"* Cross-check {ours} / {peer} mean signals: HAADF {ha:.4g} / {hb:.4g}, "
+                f"ABF {sa['ABF']:.4g} / {sb['ABF']:.4g}, BF {sa['BF']:.4g} / {sb['BF']:.4g}."
+            )
     return "\n".join(lines + [""] + notes)
 
 

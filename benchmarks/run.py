@@ -54,7 +54,7 @@ def discover() -> dict[str, str]:
     """``{name: path}`` of every ``bench_*.py`` module next to this script, sorted by name."""
     found = {}
     for path in sorted(glob.glob(os.path.join(HERE, "bench_*.py"))):
-        name = os.path.basename(path)[len("bench_"):-len(".py")]
+        name = os.path.basename(path)[len("bench_") : -len(".py")]
         found[name] = path
     return found
 
@@ -97,15 +97,22 @@ def write_summary(directory: str) -> str:
         if "targets" not in r:  # written by something else than run.py: show its own markdown if any
             stem = os.path.splitext(path)[0]
             md = stem + ".md"
-            r = {"name": os.path.basename(stem), "title": "(not produced by run.py; raw data in "
-                 f"{os.path.basename(path)})", "foreign": True,
-                 "markdown": open(md).read() if os.path.exists(md) else "", "targets": []}
+            r = {
+                "name": os.path.basename(stem),
+                "title": f"(not produced by run.py; raw data in {os.path.basename(path)})",
+                "foreign": True,
+                "markdown": open(md).read() if os.path.exists(md) else "",
+                "targets": [],
+            }
         results.append(r)
     lines = ["# temsim benchmark results", ""]
-    lines.append("Produced by `python benchmarks/run.py" + (" --quick" if "quick" in directory else "") +
-                 "`; each section lists the machine it ran on. Times are the best of the repeats "
-                 "(`time.perf_counter`), FFT planning excluded; LB = lower bound (in-place pyFFTW "
-                 "forward+backward FFT pair + two complex64 multiplies on the same grid, batch and threads).")
+    lines.append(
+        "Produced by `python benchmarks/run.py"
+        + (" --quick" if "quick" in directory else "")
+        + "`; each section lists the machine it ran on. Times are the best of the repeats "
+        "(`time.perf_counter`), FFT planning excluded; LB = lower bound (in-place pyFFTW "
+        "forward+backward FFT pair + two complex64 multiplies on the same grid, batch and threads)."
+    )
     lines.append("")
     for r in results:
         if not isinstance(r, dict):
@@ -122,7 +129,8 @@ def write_summary(directory: str) -> str:
             f"pyFFTW {m.get('pyfftw')}, abTEM {m.get('abtem')}, temsim {m.get('temsim')} "
             f"(commit {m.get('git_commit')}); {m.get('date')}; load average before/after "
             f"{r.get('loadavg_before')} / {r.get('loadavg_after')} (other jobs shared the machine); "
-            f"benchmark wall time {r.get('wall_s')} s.")
+            f"benchmark wall time {r.get('wall_s')} s."
+        )
         lines.append("")
         if r.get("error"):
             lines += ["**FAILED**", "", "```", r["error"].strip()[-3000:], "```", ""]
@@ -132,8 +140,9 @@ def write_summary(directory: str) -> str:
         if r.get("targets"):
             lines += ["| target | measured | threshold | met |", "|---|---|---|---|"]
             for t in r["targets"]:
-                lines.append(f"| {t['description']} | {t['measured']} | {t['threshold']} | "
-                             f"{'yes' if t['met'] else '**no**'} |")
+                lines.append(
+                    f"| {t['description']} | {t['measured']} | {t['threshold']} | {'yes' if t['met'] else '**no**'} |"
+                )
             lines.append("")
     path = os.path.join(directory, "SUMMARY.md")
     with open(path, "w") as f:
