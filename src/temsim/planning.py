@@ -106,6 +106,13 @@ def check_study(study: Study, atoms) -> None:
             grid.check_angle(study.semiangle_cutoff, energy, "the objective aperture")
 
 
+def _channels(mode, da: xr.DataArray, area: float) -> xr.DataArray:
+    """The mode's raw channels (float64, fractions of the beam) with their coordinates only."""
+    da = KINDS[mode.kind].channels(da, mode.label)
+    coords = {name: da[name].variable for name in da.dims if name in da.coords}
+    return xr.DataArray(da.values.astype(np.float64), dims=da.dims, coords=coords, attrs={"channel_area": area})
+
+
 def _simulate_one(study: Study, atoms, energy: float, position, settings: ExecutionSettings) -> dict:
     """Noise-free fractions of the beam per channel of every mode, for one structure.
 
@@ -123,8 +130,7 @@ def _simulate_one(study: Study, atoms, energy: float, position, settings: Execut
         ds = scan(probe, potential, _stem_detectors(study, potential.grid, energy), window, settings=quiet)
         area = float(np.prod(ds.attrs["scan_step"]))
         for mode in _stem_modes(study):
-            da = KINDS[mode.kind].channels(ds[mode.label], mode.label).astype(np.float64)
-            out[mode.label] = da.assign_attrs(channel_area=area)
+            out[mode.label] = _channels(mode, ds[mode.label], area)
     if _image_modes(study):
         exit_wave = multislice(PlaneWave(energy=energy), potential, settings=quiet)
         area = float(np.prod(potential.grid.sampling))
@@ -132,8 +138,7 @@ def _simulate_one(study: Study, atoms, energy: float, position, settings: Execut
             lens = study.aberrations.with_defocus(study.aberrations.defocus + mode.defocus)
             image = hrtem_image(exit_wave, lens, semiangle_cutoff=study.semiangle_cutoff,
                                 focal_spread=study.focal_spread)
-            da = KINDS[mode.kind].channels(image, mode.label).astype(np.float64)
-            out[mode.label] = da.assign_attrs(channel_area=area)
+            out[mode.label] = _channels(mode, image, area)
     return out
 
 
@@ -171,15 +176,16 @@ def _load_or_simulate(study, atoms, energy, position, checkpoint_dir, hypothesis
     labels = [m.label for m in study.modes]
     if os.path.exists(path):
         ds = xr.load_dataset(path, engine="h5netcdf")
-        return {label: ds[f"m{i}"] for i, label in enumerate(labels)}
-    result = _simulate_one(study, atoms, energy, position, settings)
-    # one variable per mode, dims prefixed by its index so that modes never clash
-    ds = xr.Dataset({f"m{i}": result[label].rename({d: f"m{i}:{d}" for d in result[label].dims})
-                     for i, label in enumerate(labels)})
-    tmp = path + ".tmp"
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, path)
-    return {label: ds[f"m{i}"].rename({f"m{i}:{d}": d for d in result[label].dims}) for i, label in enumerate(labels)}
+    else:
+        result = _simulate_one(study, atoms, energy, position, settings)
+        # one variable per mode, its dims prefixed by its index so that modes never clash
+        ds = xr.Dataset({f"m{i}": result[label].rename({d: f"m{i}:{d}" for d in result[label].dims})
+                         for i, label in enumerate(labels)})
+        tmp = path + ".tmp"
+        ds.to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, path)
+    return {label: ds[f"m{i}"].rename({d: d.split(":", 1)[1] for d in ds[f"m{i}"].dims})
+            for i, label in enumerate(labels)}
 
 
 def _merge_modes(arrays: dict) -> xr.Dataset:
@@ -253,8 +259,8 @@ def simulate(study: Study, *, settings: ExecutionSettings | None = None, progres
     rates = _merge_modes({m.label: _rates_of(study, m, sims, n_configs) for m in study.modes})
     rates = rates.assign_coords(energy=("energy", np.asarray(study.energies, float), {"units": "eV"}),
                                 hypothesis=list(HYPOTHESES), configuration=np.arange(n_configs))
-    rates.attrs.update(study=study.name, feature=study.feature.describe(), feature_position=[float(p) for p in position],
-                       units=RATE_UNITS)
+    rates.attrs.update(study=study.name, feature=study.feature.describe(), units=RATE_UNITS,
+                       feature_position=[float(p) for p in position])
     return rates
 
 
