@@ -104,7 +104,7 @@ def test_doubling_dqe_halves_the_dose():
     intensity1 = intensity0 * (1 + 0.05 * rng.standard_normal(50))
     doses = []
     for dqe in (0.4, 0.8):
-        eta = temsim.detector_model("ideal", dqe0=dqe).efficiency
+        eta = temsim.camera_model("ideal", dqe0=dqe).efficiency
         stat = detection_statistics(eta * intensity0, eta * intensity1)
         doses.append(required_dose(stat, DecisionTarget()))
     assert doses[0] / doses[1] == pytest.approx(2.0, rel=1e-12)
