@@ -30,7 +30,7 @@ import temsim
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "temsim"
-LINTED = ["src", "tests", "validation", "benchmarks", "examples"]
+LINTED = ["src", "tests", "validation", "benchmarks", "examples", "docs/conf.py"]
 
 MAX_COMPLEXITY = 20  # cyclomatic complexity (radon) of any function or method
 MAX_ENTRY_POINT_LINES = 80  # body of temsim.scan and temsim.planning.plan, docstring excluded
@@ -68,7 +68,7 @@ def test_ruff_check():
 def test_ruff_format():
     result = _run([*_tool("ruff", "ruff"), "format", "--no-cache", "--check", "--diff", *LINTED])
     assert result.returncode == 0, (
-        "files not formatted (fix with `ruff format src tests validation benchmarks examples`):\n"
+        "files not formatted (fix with `ruff format src tests validation benchmarks examples docs/conf.py`):\n"
         f"{result.stdout[-20000:]}{result.stderr}"
     )
 
