@@ -21,6 +21,7 @@ def exact_poisson_min_dose(r0, r1, alpha=0.05, power=0.95):
     Reject H0 when n > c (and with probability γ when n = c) so that P(reject|H0) = α exactly;
     find the smallest dose whose power reaches the target (bisection in D).
     """
+
     def exact_power(dose):
         l0, l1 = dose * r0, dose * r1
         c = stats.poisson.isf(alpha, l0)  # P(N > c) ≤ α
@@ -143,7 +144,8 @@ def test_hybrid_monte_carlo_matches_fully_exact_sampling():
     target = DecisionTarget()
     dose = required_dose(detection_statistics(r0, r1), target)
     full = monte_carlo_error_rates(r0, r1, dose, target, trials=6000, seed=1, max_exact_channels=3000)
-    hybrid = monte_carlo_error_rates(r0, r1, dose, target, trials=6000, seed=2, max_exact_channels=10,
-                                     exact_fraction=0.5)
+    hybrid = monte_carlo_error_rates(
+        r0, r1, dose, target, trials=6000, seed=2, max_exact_channels=10, exact_fraction=0.5
+    )
     assert full["exact_channels"] == 3000 and hybrid["exact_channels"] < 3000
     assert hybrid["power"] == pytest.approx(full["power"], abs=4 * math.hypot(full["power_se"], hybrid["power_se"]))

@@ -23,10 +23,20 @@ from temsim.study import Feature, Mode, Study
 
 def _small_study(modes=(Mode("HAADF", 50.0, 140.0), Mode("iDPC"), Mode("HRTEM", defocus=-50.0)), phonons=True):
     atoms = structure.tile(structure.graphene(vacuum=2.0), (5, 3, 1))
-    return Study(name="small", atoms=atoms, feature=Feature("substitution", element="Si", host_element="C"),
-                 energies=(60e3, 80e3), modes=modes, semiangle_cutoff=30.0, sampling=0.08, scan_step=0.5,
-                 window=2.0, slice_thickness=4.0, critical_dose=5e4,
-                 phonons={"num_configs": 2, "sigma": 0.07, "seed": 1} if phonons else None)
+    return Study(
+        name="small",
+        atoms=atoms,
+        feature=Feature("substitution", element="Si", host_element="C"),
+        energies=(60e3, 80e3),
+        modes=modes,
+        semiangle_cutoff=30.0,
+        sampling=0.08,
+        scan_step=0.5,
+        window=2.0,
+        slice_thickness=4.0,
+        critical_dose=5e4,
+        phonons={"num_configs": 2, "sigma": 0.07, "seed": 1} if phonons else None,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +78,16 @@ def test_evaluate_is_pure_and_equals_what_plan_reports(small_plan):
     xr.testing.assert_identical(rates, before)
     xr.testing.assert_identical(first, second)
     for row in small_plan.table:
-        for key in ("required_dose", "undamaged_dose", "dose_low", "dose_high", "rose_dose", "budget", "margin",
-                    "j_per_dose"):
+        for key in (
+            "required_dose",
+            "undamaged_dose",
+            "dose_low",
+            "dose_high",
+            "rose_dose",
+            "budget",
+            "margin",
+            "j_per_dose",
+        ):
             assert float(first[key].sel(mode=row["mode"], energy=row["energy"])) == row[key], key
     assert (verdicts(first).values == small_plan.dataset.verdict.values).all()
     # the Monte-Carlo check is seeded: the same seed gives the table's numbers
@@ -87,8 +105,10 @@ def test_checkpoints_reproduce_the_rates(small_plan, tmp_path):
 
 def _synthetic_rates(r0, r1, configurations=1):
     values = np.array([[r0] * configurations, [r1] * configurations], dtype=float)[None]
-    return xr.Dataset({"BF": (("energy", "hypothesis", "configuration", "channel"), values)},
-                      coords={"energy": [80e3], "hypothesis": ["H0", "H1"]})
+    return xr.Dataset(
+        {"BF": (("energy", "hypothesis", "configuration", "channel"), values)},
+        coords={"energy": [80e3], "hypothesis": ["H0", "H1"]},
+    )
 
 
 def test_evaluate_reproduces_a_hand_computed_dose():
@@ -120,8 +140,10 @@ def test_evaluate_fading_and_jackknife_on_synthetic_rates():
     assert 0 < float(limits.best_power_within_budget.squeeze()) < 0.95
     # two configurations that differ: an interval around the dose of the mean rates
     values = np.array([[[100.0], [100.0]], [[108.0], [112.0]]])[None]
-    rates = xr.Dataset({"BF": (("energy", "hypothesis", "configuration", "channel"), values)},
-                       coords={"energy": [80e3], "hypothesis": ["H0", "H1"]})
+    rates = xr.Dataset(
+        {"BF": (("energy", "hypothesis", "configuration", "channel"), values)},
+        coords={"energy": [80e3], "hypothesis": ["H0", "H1"]},
+    )
     row = evaluate(rates, target).squeeze()
     expected = required_dose(detection_statistics(np.array([100.0]), np.array([110.0])), target)
     assert float(row.required_dose) == pytest.approx(expected)
@@ -145,8 +167,7 @@ def test_plan_accepts_execution_settings():
     study = _small_study(phonons=False, modes=(Mode("HAADF", 50.0, 140.0),))
     one = plan(study, settings=ExecutionSettings(threads=1, progress=False), monte_carlo_trials=100)
     two = plan(study, settings=ExecutionSettings(threads=2, progress=False), monte_carlo_trials=100)
-    assert one.row("HAADF", 80e3)["required_dose"] == pytest.approx(two.row("HAADF", 80e3)["required_dose"],
-                                                                     rel=1e-5)
+    assert one.row("HAADF", 80e3)["required_dose"] == pytest.approx(two.row("HAADF", 80e3)["required_dose"], rel=1e-5)
 
 
 @pytest.fixture

@@ -42,14 +42,17 @@ def test_good_study_parses(tmp_path):
     assert sorted(set(h1.get_chemical_symbols())) == ["C", "Si"] and len(h0) == len(h1) == 32
 
 
-@pytest.mark.parametrize("bad, message", [
-    (GOOD.replace("semiangle_cutoff", "semiangle"), "microscope.semiangle"),
-    (GOOD.replace('name = "HAADF"', 'name = "HAADFX"'), "valid modes"),
-    (GOOD.replace("kind = \"substitution\"", "kind = \"swap\""), "feature.kind"),
-    (GOOD.replace("[decision]", "[dose]\nrange = [10.0, 1.0]\n[decision]"), "dose.range"),
-    (GOOD.replace('host_element = "C"', 'host_element = "Au"'), "host_element"),
-    (GOOD.replace("energies = [80e3]", "energies = [80]"), "energies"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (GOOD.replace("semiangle_cutoff", "semiangle"), "microscope.semiangle"),
+        (GOOD.replace('name = "HAADF"', 'name = "HAADFX"'), "valid modes"),
+        (GOOD.replace('kind = "substitution"', 'kind = "swap"'), "feature.kind"),
+        (GOOD.replace("[decision]", "[dose]\nrange = [10.0, 1.0]\n[decision]"), "dose.range"),
+        (GOOD.replace('host_element = "C"', 'host_element = "Au"'), "host_element"),
+        (GOOD.replace("energies = [80e3]", "energies = [80]"), "energies"),
+    ],
+)
 def test_bad_studies_name_the_offending_key(tmp_path, bad, message):
     with pytest.raises(StudyError, match=message):
         study = load_study(write(tmp_path, bad))
@@ -92,33 +95,38 @@ def test_plan_refuses_an_unrepresentable_detector_before_simulating():
         plan(study, progress=False)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (GOOD.replace("energies = [80e3]", 'energies = "80kV"'), "microscope.energies"),
-    (GOOD.replace("energies = [80e3]", "energies = 80e3"), "microscope.energies"),
-    (GOOD.replace("energies = [80e3]", 'energies = ["80kV"]'), r"microscope.energies\[0\]"),
-    (GOOD.replace("supercell = [4, 2, 1]", 'supercell = "4x3"'), "specimen.supercell"),
-    (GOOD.replace("supercell = [4, 2, 1]", "supercell = [4.5, 2, 1]"), r"specimen.supercell\[0\]"),
-    (GOOD.replace("supercell = [4, 2, 1]", "supercell = [4, 2]"), "specimen.supercell"),
-    (GOOD + '[simulation]\nsampling = "fine"\n', "simulation.sampling"),
-    (GOOD + "[simulation]\nseed = 1.5\n", "simulation.seed"),
-    (GOOD + "[phonons]\nnum_configs = 2.5\n", "phonons.num_configs"),
-    (GOOD.replace("outer = 150.0", 'outer = "wide"'), r"modes\[0\].outer"),
-    (GOOD.replace("semiangle_cutoff = 25.0", "semiangle_cutoff = true"), "microscope.semiangle_cutoff"),
-    (GOOD.replace("power = 0.9", 'power = "high"'), "decision.power"),
-    (GOOD.replace("power = 0.9", "power = 1.5"), "decision"),
-    (GOOD.replace('example = "graphene"', 'example = "graphene"\narguments = {vacuum = "big"}'),
-     "specimen.arguments.vacuum"),
-    (GOOD.replace('example = "graphene"', 'example = "graphene"\narguments = {size = 3.0}'), "specimen.arguments"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (GOOD.replace("energies = [80e3]", 'energies = "80kV"'), "microscope.energies"),
+        (GOOD.replace("energies = [80e3]", "energies = 80e3"), "microscope.energies"),
+        (GOOD.replace("energies = [80e3]", 'energies = ["80kV"]'), r"microscope.energies\[0\]"),
+        (GOOD.replace("supercell = [4, 2, 1]", 'supercell = "4x3"'), "specimen.supercell"),
+        (GOOD.replace("supercell = [4, 2, 1]", "supercell = [4.5, 2, 1]"), r"specimen.supercell\[0\]"),
+        (GOOD.replace("supercell = [4, 2, 1]", "supercell = [4, 2]"), "specimen.supercell"),
+        (GOOD + '[simulation]\nsampling = "fine"\n', "simulation.sampling"),
+        (GOOD + "[simulation]\nseed = 1.5\n", "simulation.seed"),
+        (GOOD + "[phonons]\nnum_configs = 2.5\n", "phonons.num_configs"),
+        (GOOD.replace("outer = 150.0", 'outer = "wide"'), r"modes\[0\].outer"),
+        (GOOD.replace("semiangle_cutoff = 25.0", "semiangle_cutoff = true"), "microscope.semiangle_cutoff"),
+        (GOOD.replace("power = 0.9", 'power = "high"'), "decision.power"),
+        (GOOD.replace("power = 0.9", "power = 1.5"), "decision"),
+        (
+            GOOD.replace('example = "graphene"', 'example = "graphene"\narguments = {vacuum = "big"}'),
+            "specimen.arguments.vacuum",
+        ),
+        (GOOD.replace('example = "graphene"', 'example = "graphene"\narguments = {size = 3.0}'), "specimen.arguments"),
+    ],
+)
 def test_wrong_value_types_name_the_key(tmp_path, bad, message):
     with pytest.raises(StudyError, match=message):
         load_study(write(tmp_path, bad))
 
 
 def test_mode_camera_key_and_deprecated_detector_spelling(tmp_path):
-    study = load_study(write(tmp_path, GOOD.replace('outer = 150.0', 'outer = 150.0\ncamera = "counting-ded"')))
+    study = load_study(write(tmp_path, GOOD.replace("outer = 150.0", 'outer = 150.0\ncamera = "counting-ded"')))
     assert study.modes[0].camera == study.modes[0].camera_name == "counting-ded"
-    old = GOOD.replace('outer = 150.0', 'outer = 150.0\ndetector = "counting-ded"')
+    old = GOOD.replace("outer = 150.0", 'outer = 150.0\ndetector = "counting-ded"')
     with pytest.warns(DeprecationWarning, match="camera"):
         study = load_study(write(tmp_path, old))
     assert study.modes[0].camera == "counting-ded"
@@ -128,8 +136,11 @@ def test_mode_camera_key_and_deprecated_detector_spelling(tmp_path):
 
 
 def test_specimen_builder_arguments(tmp_path):
-    study = load_study(write(tmp_path, GOOD.replace('example = "graphene"',
-                                                    'example = "graphene"\narguments = {a = 2.5, vacuum = 3.0}')))
+    study = load_study(
+        write(
+            tmp_path, GOOD.replace('example = "graphene"', 'example = "graphene"\narguments = {a = 2.5, vacuum = 3.0}')
+        )
+    )
     assert study.atoms.cell[0, 0] == pytest.approx(4 * 2.5) and study.atoms.cell[2, 2] == pytest.approx(6.0)
 
 
@@ -149,8 +160,11 @@ def _oxygen_column_site(atoms):
     cell = np.diag(atoms.cell)
     symbols = np.array(atoms.get_chemical_symbols())
     pos = atoms.positions
-    o_only = [i for i in np.flatnonzero(symbols == "O")
-              if set(symbols[np.linalg.norm(pos[:, :2] - pos[i, :2], axis=1) < 0.1]) == {"O"}]
+    o_only = [
+        i
+        for i in np.flatnonzero(symbols == "O")
+        if set(symbols[np.linalg.norm(pos[:, :2] - pos[i, :2], axis=1) < 0.1]) == {"O"}
+    ]
     o_only = np.array(o_only)
     d = np.linalg.norm(pos[o_only, :2] - cell[:2] / 2, axis=1) + 0.01 * np.abs(pos[o_only, 2] - cell[2] / 2)
     return int(o_only[np.argmin(d)])
@@ -178,31 +192,57 @@ def _previous_examples():
     hrtem = Mode("HRTEM", defocus=-60.0)
     return {
         "graphene-si": Study(
-            name="graphene-si", atoms=graphene,
+            name="graphene-si",
+            atoms=graphene,
             description="A single Si substitution in graphene, 60 and 80 kV, Cs-corrected, ideal annular detectors "
-                        "and a counting camera. Graphene is knock-on limited (no radiolysis); the budget is the "
-                        "knock-on dose.",
-            feature=Feature("substitution", element="Si", site="center", host_element="C"), energies=(60e3, 80e3),
-            modes=(Mode("HAADF", 60.0, 200.0), Mode("ABF"), Mode("iDPC"), hrtem), semiangle_cutoff=30.0,
-            aberrations=Aberrations(), sampling=0.06, scan_step=0.3, window=4.8, slice_thickness=4.0,
+            "and a counting camera. Graphene is knock-on limited (no radiolysis); the budget is the "
+            "knock-on dose.",
+            feature=Feature("substitution", element="Si", site="center", host_element="C"),
+            energies=(60e3, 80e3),
+            modes=(Mode("HAADF", 60.0, 200.0), Mode("ABF"), Mode("iDPC"), hrtem),
+            semiangle_cutoff=30.0,
+            aberrations=Aberrations(),
+            sampling=0.06,
+            scan_step=0.3,
+            window=4.8,
+            slice_thickness=4.0,
             phonons={"num_configs": 2, "sigma": {"C": 0.07, "Si": 0.08}, "seed": 1},
             knock_on={"element": "C", "displacement_energy": 21.14, "temperature": 300.0, "debye_temperature": 2000.0},
-            dose_range=(1.0, 1e6), target=DecisionTarget()),
+            dose_range=(1.0, 1e6),
+            target=DecisionTarget(),
+        ),
         "srtio3-oxygen-vacancy": Study(
-            name="srtio3-oxygen-vacancy", atoms=srtio3,
+            name="srtio3-oxygen-vacancy",
+            atoms=srtio3,
             description="One oxygen vacancy in a pure-O column of SrTiO3 [001], 5 unit cells (2 nm) thick, 200 and "
-                        "300 kV.", feature=Feature("vacancy", site=_oxygen_column_site(srtio3), host_element="O"),
-            energies=(200e3, 300e3), modes=(Mode("HAADF", 70.0, 160.0), Mode("ABF"), Mode("iDPC")),
-            semiangle_cutoff=20.0, sampling=0.04, scan_step=0.3, window=3.0, slice_thickness=3.905 / 2,
-            dose_range=(1.0, 1e8)),
+            "300 kV.",
+            feature=Feature("vacancy", site=_oxygen_column_site(srtio3), host_element="O"),
+            energies=(200e3, 300e3),
+            modes=(Mode("HAADF", 70.0, 160.0), Mode("ABF"), Mode("iDPC")),
+            semiangle_cutoff=20.0,
+            sampling=0.04,
+            scan_step=0.3,
+            window=3.0,
+            slice_thickness=3.905 / 2,
+            dose_range=(1.0, 1e8),
+        ),
         "cof-missing-linker": Study(
-            name="cof-missing-linker", atoms=cof,
+            name="cof-missing-linker",
+            atoms=cof,
             description="A missing bridging-N linker in a covalent triazine framework layer (planar triazine-based "
-                        "C3N4), 80 and 300 kV. Critical dose 20 e/Å²: a representative value for organic frameworks, "
-                        "which lose crystallinity at tens of e/Å² at room temperature (replace it by a measured Dc).",
-            feature=Feature("vacancy", site=_central_linker_site(cof), host_element="N"), energies=(80e3, 300e3),
-            modes=(Mode("HAADF", 60.0, 160.0), Mode("ABF"), Mode("iDPC"), hrtem), semiangle_cutoff=25.0,
-            sampling=0.04, scan_step=0.3, window=4.8, slice_thickness=4.0, critical_dose=20.0, dose_range=(0.1, 1e5)),
+            "C3N4), 80 and 300 kV. Critical dose 20 e/Å²: a representative value for organic frameworks, "
+            "which lose crystallinity at tens of e/Å² at room temperature (replace it by a measured Dc).",
+            feature=Feature("vacancy", site=_central_linker_site(cof), host_element="N"),
+            energies=(80e3, 300e3),
+            modes=(Mode("HAADF", 60.0, 160.0), Mode("ABF"), Mode("iDPC"), hrtem),
+            semiangle_cutoff=25.0,
+            sampling=0.04,
+            scan_step=0.3,
+            window=4.8,
+            slice_thickness=4.0,
+            critical_dose=20.0,
+            dose_range=(0.1, 1e5),
+        ),
     }
 
 
@@ -236,3 +276,21 @@ def test_crystal_builders_moved_but_still_importable():
     assert structure.triazine_carbon_nitride is crystals.triazine_carbon_nitride
     layer = crystals.triazine_carbon_nitride()
     assert sorted(layer.get_chemical_symbols()).count("N") == 8 and len(layer) == 14
+
+
+def test_triazine_layer_is_the_orthogonalized_hexagonal_cell():
+    """The builder's own rectangular cell equals what orthogonalize_cell makes of the hexagonal layer."""
+    import math
+
+    from ase import Atoms
+
+    from temsim import crystals, structure
+
+    a, bond, vacuum = 4.79, 1.33, 2.0
+    angles = ((30, "C"), (90, "N"), (150, "C"), (210, "N"), (270, "C"), (330, "N"))
+    positions = [[bond * math.cos(math.radians(t)), bond * math.sin(math.radians(t)), vacuum] for t, _ in angles]
+    positions.append([a / 2, a * math.sqrt(3) / 6, vacuum])
+    cell = [[a, 0, 0], [a / 2, a * math.sqrt(3) / 2, 0], [0, 0, 2 * vacuum]]
+    layer = Atoms([s for _, s in angles] + ["N"], positions=positions, cell=cell, pbc=[True, True, False])
+    layer.wrap()
+    assert crystals.triazine_carbon_nitride() == structure.orthogonalize_cell(layer)

@@ -8,12 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import xarray as xr
+from _record import record
 
 from temsim import structure
 from temsim.planning import plan
 from temsim.study import Feature, Mode, Study, example_study
-
-from _record import record
 
 
 def _record(name, data):
@@ -23,8 +22,12 @@ def _record(name, data):
 def test_cli_graphene_si_end_to_end(tmp_path):
     """`temsim plan --example graphene-si` writes table, figures and NetCDF; NetCDF matches the table."""
     out = tmp_path / "plan"
-    proc = subprocess.run([sys.executable, "-m", "temsim.cli", "plan", "--example", "graphene-si", "-o", str(out),
-                           "--quiet"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "temsim.cli", "plan", "--example", "graphene-si", "-o", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     for name in ("report.md", "plan.nc", "detection_power.png", "noisy_signals.png"):
         assert (out / name).stat().st_size > 0
@@ -50,11 +53,21 @@ def test_cli_graphene_si_end_to_end(tmp_path):
     # the exact Monte-Carlo at the reported dose meets the target within sampling error
     assert np.all(np.abs(ds.mc_false_alarm.values - 0.05) < 0.02)
     assert np.all(ds.mc_power.values > 0.95 - 0.03)
-    _record("planning_graphene_si.json", {f"{m}@{e / 1e3:g}kV": float(ds.required_dose.sel(mode=m, energy=e))
-                                           for m in ds.mode.values for e in ds.energy.values})
+    _record(
+        "planning_graphene_si.json",
+        {
+            f"{m}@{e / 1e3:g}kV": float(ds.required_dose.sel(mode=m, energy=e))
+            for m in ds.mode.values
+            for e in ds.energy.values
+        },
+    )
     # nothing is overwritten without asking
-    again = subprocess.run([sys.executable, "-m", "temsim.cli", "plan", "--example", "graphene-si", "-o", str(out),
-                            "--quiet"], capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        [sys.executable, "-m", "temsim.cli", "plan", "--example", "graphene-si", "-o", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 1 and "--overwrite" in again.stderr
 
 
@@ -70,10 +83,18 @@ def test_srtio3_oxygen_vacancy_light_atom_modes_beat_haadf():
 
 def _dopant_study(element):
     atoms = structure.tile(structure.graphene(vacuum=2.0), (5, 3, 1))
-    return Study(name=f"graphene-{element}", atoms=atoms,
-                 feature=Feature("substitution", element=element, host_element="C"), energies=(80e3,),
-                 modes=(Mode("HAADF", 50.0, 150.0), Mode("BF", 0.0, 10.0)), semiangle_cutoff=25.0, sampling=0.08,
-                 scan_step=0.4, window=4.0, slice_thickness=4.0)
+    return Study(
+        name=f"graphene-{element}",
+        atoms=atoms,
+        feature=Feature("substitution", element=element, host_element="C"),
+        energies=(80e3,),
+        modes=(Mode("HAADF", 50.0, 150.0), Mode("BF", 0.0, 10.0)),
+        semiangle_cutoff=25.0,
+        sampling=0.08,
+        scan_step=0.4,
+        window=4.0,
+        slice_thickness=4.0,
+    )
 
 
 def test_heavier_dopant_is_never_harder_to_detect():
@@ -87,9 +108,18 @@ def test_heavier_dopant_is_never_harder_to_detect():
 
 def test_feature_that_changes_nothing_is_reported_undetectable():
     atoms = structure.tile(structure.graphene(vacuum=2.0), (5, 3, 1))
-    study = Study(name="nothing", atoms=atoms, feature=Feature("substitution", element="C", host_element="C"),
-                  energies=(80e3,), modes=(Mode("HAADF", 50.0, 150.0),), semiangle_cutoff=25.0, sampling=0.08,
-                  scan_step=0.4, window=4.0, slice_thickness=4.0)
+    study = Study(
+        name="nothing",
+        atoms=atoms,
+        feature=Feature("substitution", element="C", host_element="C"),
+        energies=(80e3,),
+        modes=(Mode("HAADF", 50.0, 150.0),),
+        semiangle_cutoff=25.0,
+        sampling=0.08,
+        scan_step=0.4,
+        window=4.0,
+        slice_thickness=4.0,
+    )
     row = plan(study, progress=False).row("HAADF", 80e3)
     assert math.isinf(row["required_dose"]) and row["verdict"].startswith("undetectable")
 

@@ -31,8 +31,7 @@ def _plan(args) -> int:
             print(f"{name}: {builder().description}")
         return 0
     if (args.example is None) == (args.study is None):
-        print("temsim plan: give a study file or --example NAME (one of " + ", ".join(EXAMPLES) + ")",
-              file=sys.stderr)
+        print("temsim plan: give a study file or --example NAME (one of " + ", ".join(EXAMPLES) + ")", file=sys.stderr)
         return 2
     settings = ExecutionSettings(threads=args.jobs, progress=False if args.quiet else None)
     try:
@@ -62,8 +61,12 @@ def main(argv=None) -> int:
     p.add_argument("--output", "-o", help="output directory (default plan-output/<study name>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report in the output directory")
     p.add_argument("--jobs", type=_jobs, default=None, help="threads for FFTs, ≥ 1 (default: all cores)")
-    p.add_argument("--scheduler", default="local", choices=["local"],
-                   help="execution scheduler (only 'local' until the compute layer exists)")
+    p.add_argument(
+        "--scheduler",
+        default="local",
+        choices=["local"],
+        help="execution scheduler (only 'local' until the compute layer exists)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.command == "plan":

@@ -18,7 +18,6 @@ from temsim.errors import InputError
 __all__ = ["graphene", "srtio3", "triazine_carbon_nitride", "BUILDERS"]
 
 
-
 def graphene(a: float = 2.46, vacuum: float = 2.0) -> Atoms:
     """Graphene in its 4-atom orthogonal cell ``a × √3 a``, the sheet in the middle along z.
 
@@ -69,10 +68,9 @@ def triazine_carbon_nitride(a: float = 4.79, ring_bond: float = 1.33, vacuum: fl
     Algara-Siller et al., Angew. Chem. Int. Ed. 53, 7450 (2014), who made it crystalline):
     one triazine ring (C3N3, ring C–N bond ``ring_bond`` Å) per cell, its three C atoms bonded to
     bridging (linker) N atoms that join three rings; the bridge bond follows from ``a``
-    (a/√3 − ring_bond ≈ 1.44 Å). Returned as an orthogonal cell, beam along z.
+    (a/√3 − ring_bond ≈ 1.44 Å). Returned as an orthogonal cell ``a × √3 a`` (two hexagonal
+    cells, 14 atoms; the same cell :func:`temsim.structure.orthogonalize_cell` finds), beam along z.
     """
-    from temsim.structure import orthogonalize_cell  # structure re-exports this module
-
     for name, value in (("a", a), ("ring_bond", ring_bond), ("vacuum", vacuum)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise InputError(f"{name} must be a positive distance in Å, got {value!r}")
@@ -86,7 +84,22 @@ def triazine_carbon_nitride(a: float = 4.79, ring_bond: float = 1.33, vacuum: fl
     symbols.append("N")
     layer = Atoms(symbols, positions=positions, cell=cell, pbc=[True, True, False])
     layer.wrap()
-    return orthogonalize_cell(layer)
+    return _orthogonal_hexagonal(layer)
+
+
+def _orthogonal_hexagonal(layer: Atoms) -> Atoms:
+    """The rectangular cell (a, 2b − a, c) of a hexagonal layer, atoms wrapped laterally."""
+    from ase.build import make_supercell
+
+    supercell = make_supercell(layer, np.array([[1, 0, 0], [-1, 2, 0], [0, 0, 1]]), wrap=False)
+    target = np.diag(np.linalg.norm(np.asarray(supercell.cell), axis=1))  # squares up rounding only
+    supercell.set_cell(target, scale_atoms=True)
+    scaled = supercell.get_scaled_positions(wrap=False)
+    lateral = np.mod(scaled[:, :2], 1.0)
+    lateral[lateral >= 1.0 - 1e-12] = 0.0
+    scaled[:, :2] = lateral
+    supercell.positions = scaled @ target
+    return supercell
 
 
 #: Builders a study file may name as ``specimen.example``.

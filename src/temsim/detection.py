@@ -34,8 +34,7 @@ __all__ = [
 ]
 
 #: Optimum of ``(1 − e^{−x})² / x`` (x = D/Dc): the dose that maximizes J under fading.
-_FADING_XOPT = optimize.minimize_scalar(lambda x: -((1 - math.exp(-x)) ** 2) / x, bounds=(0.1, 5),
-                                        method="bounded").x
+_FADING_XOPT = optimize.minimize_scalar(lambda x: -((1 - math.exp(-x)) ** 2) / x, bounds=(0.1, 5), method="bounded").x
 
 
 @dataclass(frozen=True)
@@ -160,8 +159,9 @@ def _j_at(stat: DetectionStatistics, dose, critical_dose):
     return stat.j_per_dose * np.asarray(dose, float) * fading_factor(dose, critical_dose) ** 2
 
 
-def required_dose(stat: DetectionStatistics, target: DecisionTarget, critical_dose: float | None = None,
-                  criterion: str = "likelihood") -> float:
+def required_dose(
+    stat: DetectionStatistics, target: DecisionTarget, critical_dose: float | None = None, criterion: str = "likelihood"
+) -> float:
     """Smallest dose (e/Å²) meeting ``target``; ``inf`` if no dose can (fading, or no contrast).
 
     ``criterion``: ``"likelihood"`` (Gaussian approximation of the LLR test, J = J*),
@@ -171,8 +171,11 @@ def required_dose(stat: DetectionStatistics, target: DecisionTarget, critical_do
     if criterion == "likelihood":
         per_dose, needed = stat.j_per_dose, target.required_j
     elif criterion == "bhattacharyya":
-        pe = target.probability_of_error if target.probability_of_error is not None else 0.5 * (
-            target.effective_false_alarm + 1 - target.power)
+        pe = (
+            target.probability_of_error
+            if target.probability_of_error is not None
+            else 0.5 * (target.effective_false_alarm + 1 - target.power)
+        )
         per_dose, needed = stat.bhattacharyya_per_dose, math.log(1 / (2 * pe))
     elif criterion == "rose":
         per_dose, needed = stat.rose_per_dose, 25.0
@@ -212,9 +215,17 @@ def probability_of_error(stat: DetectionStatistics, dose, critical_dose: float |
     return np.minimum(0.5, search_sites * stats.norm.sf(np.sqrt(j) / 2))
 
 
-def monte_carlo_error_rates(rate0, rate1, dose: float, target: DecisionTarget, trials: int = 4000,
-                            seed: int = 0, critical_dose: float | None = None, exact_fraction: float = 0.999,
-                            max_exact_channels: int = 4096) -> dict:
+def monte_carlo_error_rates(
+    rate0,
+    rate1,
+    dose: float,
+    target: DecisionTarget,
+    trials: int = 4000,
+    seed: int = 0,
+    critical_dose: float | None = None,
+    exact_fraction: float = 0.999,
+    max_exact_channels: int = 4096,
+) -> dict:
     """Exact Poisson Monte-Carlo of the likelihood-ratio test at ``dose``.
 
     Counts are drawn from the expected counts under H0 and H1; the log-likelihood ratio

@@ -68,8 +68,7 @@ DISPLAYS: dict[str, Callable] = {"raw": display_raw, "idpc": display_idpc, "icom
 def _strip(da: xr.DataArray, label: str) -> xr.DataArray:
     """Undo the scan's ``<detector>_<dim>`` renaming of clashing detector dims."""
     prefix = f"{label}_"
-    renames = {name: name[len(prefix):] for name in list(da.dims) + list(da.coords)
-               if name.startswith(prefix)}
+    renames = {name: name[len(prefix) :] for name in list(da.dims) + list(da.coords) if name.startswith(prefix)}
     return da.rename(renames) if renames else da
 
 
@@ -129,8 +128,9 @@ KINDS: dict[str, ModeKind] = {
     "annular": ModeKind("annular", True, _annular, _strip, "annular-pmt"),
     "segmented": ModeKind("segmented", True, _segmented, _one_ring, "annular-pmt"),
     "pixelated": ModeKind("pixelated", True, _pixelated, _strip, "hybrid-pixel"),
-    "image": ModeKind("image", False, None, _strip, "counting-ded",
-                      label=lambda name, mode: f"{name} Δf={mode.defocus:g}Å"),
+    "image": ModeKind(
+        "image", False, None, _strip, "counting-ded", label=lambda name, mode: f"{name} Δf={mode.defocus:g}Å"
+    ),
 }
 
 

@@ -45,8 +45,20 @@ from temsim.solvers.stem import scan
 from temsim.study import Study
 from temsim.waves import PlaneWave, Probe
 
-__all__ = ["plan", "PlanResult", "simulate", "evaluate", "verdicts", "monte_carlo_check", "damage_budget",
-           "DamageBudget", "check_study", "simulate_rates", "HYPOTHESES", "KNOCK_ON_BUDGET_PROBABILITY"]
+__all__ = [
+    "plan",
+    "PlanResult",
+    "simulate",
+    "evaluate",
+    "verdicts",
+    "monte_carlo_check",
+    "damage_budget",
+    "DamageBudget",
+    "check_study",
+    "simulate_rates",
+    "HYPOTHESES",
+    "KNOCK_ON_BUDGET_PROBABILITY",
+]
 
 #: Knock-on budget: dose at which the displacement probability per atom reaches this value.
 KNOCK_ON_BUDGET_PROBABILITY = 0.1
@@ -62,8 +74,9 @@ def _configurations(study: Study, atoms):
     from temsim.phonons import FrozenPhonons
 
     p = study.phonons
-    phonons = FrozenPhonons(sigmas=p.get("sigma", 0.0), num_configs=int(p.get("num_configs", 4)),
-                            seed=int(p.get("seed", study.seed)))
+    phonons = FrozenPhonons(
+        sigmas=p.get("sigma", 0.0), num_configs=int(p.get("num_configs", 4)), seed=int(p.get("seed", study.seed))
+    )
     return list(phonons.configurations(atoms))
 
 
@@ -100,8 +113,12 @@ def check_study(study: Study, atoms) -> None:
         for detector in _stem_detectors(study, grid, energy).values():
             detector.compile(grid, energy, np)
         if _stem_modes(study):
-            Probe(energy=energy, semiangle_cutoff=study.semiangle_cutoff, aberrations=study.aberrations,
-                  focal_spread=study.focal_spread).resolve_grid(grid)
+            Probe(
+                energy=energy,
+                semiangle_cutoff=study.semiangle_cutoff,
+                aberrations=study.aberrations,
+                focal_spread=study.focal_spread,
+            ).resolve_grid(grid)
         if _image_modes(study):
             grid.check_angle(study.semiangle_cutoff, energy, "the objective aperture")
 
@@ -124,8 +141,12 @@ def _simulate_one(study: Study, atoms, energy: float, position, settings: Execut
     potential = Potential(atoms, sampling=study.sampling, slice_thickness=study.slice_thickness)
     out = {}
     if _stem_modes(study):
-        probe = Probe(energy=energy, semiangle_cutoff=study.semiangle_cutoff, aberrations=study.aberrations,
-                      focal_spread=study.focal_spread)
+        probe = Probe(
+            energy=energy,
+            semiangle_cutoff=study.semiangle_cutoff,
+            aberrations=study.aberrations,
+            focal_spread=study.focal_spread,
+        )
         window = _scan_window(study, position, potential.grid.extent)
         ds = scan(probe, potential, _stem_detectors(study, potential.grid, energy), window, settings=quiet)
         area = float(np.prod(ds.attrs["scan_step"]))
@@ -136,8 +157,9 @@ def _simulate_one(study: Study, atoms, energy: float, position, settings: Execut
         area = float(np.prod(potential.grid.sampling))
         for mode in _image_modes(study):
             lens = study.aberrations.with_defocus(study.aberrations.defocus + mode.defocus)
-            image = hrtem_image(exit_wave, lens, semiangle_cutoff=study.semiangle_cutoff,
-                                focal_spread=study.focal_spread)
+            image = hrtem_image(
+                exit_wave, lens, semiangle_cutoff=study.semiangle_cutoff, focal_spread=study.focal_spread
+            )
             out[mode.label] = _channels(mode, image, area)
     return out
 
@@ -160,11 +182,20 @@ def simulate_rates(study: Study, atoms, energy: float, position, progress=None) 
 
 def _checkpoint_key(study: Study, energy, hypothesis, config) -> str:
     payload = {
-        "positions": np.round(config.positions, 8).tolist(), "numbers": config.numbers.tolist(),
-        "cell": np.round(np.asarray(config.cell), 8).tolist(), "energy": energy, "hyp": hypothesis,
-        "modes": [asdict(m) for m in study.modes], "alpha": study.semiangle_cutoff,
-        "ab": study.aberrations.nonzero(), "fs": study.focal_spread, "sampling": study.sampling,
-        "step": study.scan_step, "window": study.window, "dz": study.slice_thickness, "version": temsim.__version__,
+        "positions": np.round(config.positions, 8).tolist(),
+        "numbers": config.numbers.tolist(),
+        "cell": np.round(np.asarray(config.cell), 8).tolist(),
+        "energy": energy,
+        "hyp": hypothesis,
+        "modes": [asdict(m) for m in study.modes],
+        "alpha": study.semiangle_cutoff,
+        "ab": study.aberrations.nonzero(),
+        "fs": study.focal_spread,
+        "sampling": study.sampling,
+        "step": study.scan_step,
+        "window": study.window,
+        "dz": study.slice_thickness,
+        "version": temsim.__version__,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -179,13 +210,18 @@ def _load_or_simulate(study, atoms, energy, position, checkpoint_dir, hypothesis
     else:
         result = _simulate_one(study, atoms, energy, position, settings)
         # one variable per mode, its dims prefixed by its index so that modes never clash
-        ds = xr.Dataset({f"m{i}": result[label].rename({d: f"m{i}:{d}" for d in result[label].dims})
-                         for i, label in enumerate(labels)})
+        ds = xr.Dataset(
+            {
+                f"m{i}": result[label].rename({d: f"m{i}:{d}" for d in result[label].dims})
+                for i, label in enumerate(labels)
+            }
+        )
         tmp = path + ".tmp"
         ds.to_netcdf(tmp, engine="h5netcdf")
         os.replace(tmp, path)
-    return {label: ds[f"m{i}"].rename({d: d.split(":", 1)[1] for d in ds[f"m{i}"].dims})
-            for i, label in enumerate(labels)}
+    return {
+        label: ds[f"m{i}"].rename({d: d.split(":", 1)[1] for d in ds[f"m{i}"].dims}) for i, label in enumerate(labels)
+    }
 
 
 def _merge_modes(arrays: dict) -> xr.Dataset:
@@ -195,8 +231,10 @@ def _merge_modes(arrays: dict) -> xr.Dataset:
     for label, da in arrays.items():
         renames = {}
         for dim in da.dims:
-            if dim in ds.dims and (ds.sizes[dim] != da.sizes[dim] or
-                                   (dim in ds.coords and not np.array_equal(ds[dim].values, da[dim].values))):
+            if dim in ds.dims and (
+                ds.sizes[dim] != da.sizes[dim]
+                or (dim in ds.coords and not np.array_equal(ds[dim].values, da[dim].values))
+            ):
                 renames[dim] = f"{label}_{dim}"
         ds[label] = da.rename(renames) if renames else da
     return ds
@@ -205,19 +243,32 @@ def _merge_modes(arrays: dict) -> xr.Dataset:
 def _rates_of(study: Study, mode, sims: dict, n_configs: int) -> xr.DataArray:
     per_energy = []
     for energy in study.energies:
-        rows = [xr.concat([sims[(energy, h, i)][mode.label] for i in range(n_configs)], dim="configuration")
-                for h in HYPOTHESES]
+        rows = [
+            xr.concat([sims[(energy, h, i)][mode.label] for i in range(n_configs)], dim="configuration")
+            for h in HYPOTHESES
+        ]
         per_energy.append(xr.concat(rows, dim="hypothesis"))
     fractions = xr.concat(per_energy, dim="energy", join="outer", fill_value=np.nan)
     area = float(per_energy[0].attrs["channel_area"])
     efficiency = float(camera_model(mode.camera_name).efficiency)  # preset DQE(0); see docs/planning.md
     rates = (area * efficiency * fractions).transpose("energy", "hypothesis", "configuration", ...)
-    return rates.assign_attrs(units=RATE_UNITS, mode=mode.name, kind=mode.kind, camera=mode.camera_name,
-                              efficiency=efficiency, channel_area=area)
+    return rates.assign_attrs(
+        units=RATE_UNITS,
+        mode=mode.name,
+        kind=mode.kind,
+        camera=mode.camera_name,
+        efficiency=efficiency,
+        channel_area=area,
+    )
 
 
-def simulate(study: Study, *, settings: ExecutionSettings | None = None, progress: bool | None = None,
-             checkpoint_dir: str | None = None) -> xr.Dataset:
+def simulate(
+    study: Study,
+    *,
+    settings: ExecutionSettings | None = None,
+    progress: bool | None = None,
+    checkpoint_dir: str | None = None,
+) -> xr.Dataset:
     """Expected counts per unit dose of every mode's channels, for both hypotheses.
 
     Parameters
@@ -252,15 +303,23 @@ def simulate(study: Study, *, settings: ExecutionSettings | None = None, progres
     sims: dict = {}
     with settings.activate():
         for energy, hyp, i in tasks:
-            sims[(energy, hyp, i)] = _load_or_simulate(study, configs[hyp][i], energy, position, checkpoint_dir,
-                                                       hyp, settings)
+            sims[(energy, hyp, i)] = _load_or_simulate(
+                study, configs[hyp][i], energy, position, checkpoint_dir, hyp, settings
+            )
             bar.update(1)
     bar.close()
     rates = _merge_modes({m.label: _rates_of(study, m, sims, n_configs) for m in study.modes})
-    rates = rates.assign_coords(energy=("energy", np.asarray(study.energies, float), {"units": "eV"}),
-                                hypothesis=list(HYPOTHESES), configuration=np.arange(n_configs))
-    rates.attrs.update(study=study.name, feature=study.feature.describe(), units=RATE_UNITS,
-                       feature_position=[float(p) for p in position])
+    rates = rates.assign_coords(
+        energy=("energy", np.asarray(study.energies, float), {"units": "eV"}),
+        hypothesis=list(HYPOTHESES),
+        configuration=np.arange(n_configs),
+    )
+    rates.attrs.update(
+        study=study.name,
+        feature=study.feature.describe(),
+        units=RATE_UNITS,
+        feature_position=[float(p) for p in position],
+    )
     return rates
 
 
@@ -304,13 +363,16 @@ def damage_budget(energy: float, critical_dose=None, knock_on: Mapping | None = 
     sigma = None
     if knock_on:
         extra = {key: knock_on[key] for key in ("temperature", "debye_temperature") if key in knock_on}
-        sigma = float(temsim.knock_on(knock_on["element"], energy, knock_on["displacement_energy"],
-                                      **extra).cross_section)
+        sigma = float(
+            temsim.knock_on(knock_on["element"], energy, knock_on["displacement_energy"], **extra).cross_section
+        )
         knock_budget = -math.log(1 - KNOCK_ON_BUDGET_PROBABILITY) / (sigma * 1e-8) if sigma > 0 else math.inf
         if knock_budget < budget:
             budget = knock_budget
-            basis = (f"knock-on of {knock_on['element']} (σ = {sigma:.3g} b): "
-                     f"{KNOCK_ON_BUDGET_PROBABILITY:.0%} displacement probability")
+            basis = (
+                f"knock-on of {knock_on['element']} (σ = {sigma:.3g} b): "
+                f"{KNOCK_ON_BUDGET_PROBABILITY:.0%} displacement probability"
+            )
         elif sigma == 0 and dc is None:
             basis = f"below the knock-on threshold of {knock_on['element']} (σ = 0)"
     return DamageBudget(dose=budget, critical_dose=dc, knock_on_cross_section=sigma, basis=basis)
@@ -318,11 +380,31 @@ def damage_budget(energy: float, critical_dose=None, knock_on: Mapping | None = 
 
 # ----------------------------------------------------------------------------- evaluation
 #: Per mode × energy fields of :func:`evaluate` (all floats).
-LIMIT_FIELDS = ("required_dose", "undamaged_dose", "dose_low", "dose_high", "rose_dose", "bhattacharyya_dose",
-                "budget", "margin", "j_per_dose", "knock_on_probability", "best_power_within_budget", "best_dose")
-_UNITS = {"required_dose": "e/Å²", "undamaged_dose": "e/Å²", "dose_low": "e/Å²", "dose_high": "e/Å²",
-          "rose_dose": "e/Å²", "bhattacharyya_dose": "e/Å²", "budget": "e/Å²", "best_dose": "e/Å²",
-          "j_per_dose": "per e/Å²"}
+LIMIT_FIELDS = (
+    "required_dose",
+    "undamaged_dose",
+    "dose_low",
+    "dose_high",
+    "rose_dose",
+    "bhattacharyya_dose",
+    "budget",
+    "margin",
+    "j_per_dose",
+    "knock_on_probability",
+    "best_power_within_budget",
+    "best_dose",
+)
+_UNITS = {
+    "required_dose": "e/Å²",
+    "undamaged_dose": "e/Å²",
+    "dose_low": "e/Å²",
+    "dose_high": "e/Å²",
+    "rose_dose": "e/Å²",
+    "bhattacharyya_dose": "e/Å²",
+    "budget": "e/Å²",
+    "best_dose": "e/Å²",
+    "j_per_dose": "per e/Å²",
+}
 
 
 def _channel_rates(da: xr.DataArray, energy: float) -> tuple[np.ndarray, np.ndarray]:
@@ -343,8 +425,11 @@ def _jackknife(r0s: np.ndarray, r1s: np.ndarray, stat, dose: float) -> tuple[flo
     js = []
     for leave in range(n):
         keep = [i for i in range(n) if i != leave]
-        js.append(detection.detection_statistics(np.mean([r0s[i] for i in keep], 0),
-                                                 np.mean([r1s[i] for i in keep], 0)).j_per_dose)
+        js.append(
+            detection.detection_statistics(
+                np.mean([r0s[i] for i in keep], 0), np.mean([r1s[i] for i in keep], 0)
+            ).j_per_dose
+        )
     js = np.asarray(js)
     se = math.sqrt((n - 1) / n * np.sum((js - js.mean()) ** 2))
     rel = se / stat.j_per_dose if stat.j_per_dose > 0 else np.nan
@@ -373,13 +458,20 @@ def _limits(r0s: np.ndarray, r1s: np.ndarray, target, budget: DamageBudget, dose
     sigma = budget.knock_on_cross_section
     best, best_dose = _best_power(stat, target, dose, budget, doses[-1])
     values = dict(
-        required_dose=dose, undamaged_dose=detection.required_dose(stat, target, None), dose_low=low, dose_high=high,
+        required_dose=dose,
+        undamaged_dose=detection.required_dose(stat, target, None),
+        dose_low=low,
+        dose_high=high,
         rose_dose=detection.required_dose(stat, target, dc, criterion="rose"),
         bhattacharyya_dose=detection.required_dose(stat, target, None, criterion="bhattacharyya"),
-        budget=budget.dose, margin=budget.dose / dose if np.isfinite(dose) and dose > 0 else np.nan,
+        budget=budget.dose,
+        margin=budget.dose / dose if np.isfinite(dose) and dose > 0 else np.nan,
         j_per_dose=stat.j_per_dose,
         knock_on_probability=1 - math.exp(-sigma * 1e-8 * dose) if sigma is not None and np.isfinite(dose) else np.nan,
-        best_power_within_budget=best, best_dose=best_dose, channels=stat.channels)
+        best_power_within_budget=best,
+        best_dose=best_dose,
+        channels=stat.channels,
+    )
     curve = detection.detection_power(stat, target, doses, dc) if stat.j_per_dose > 0 else np.zeros_like(doses)
     return values, curve
 
@@ -394,8 +486,7 @@ def _budgets(budget, energies) -> dict:
     return {float(e): budget[e] for e in energies}
 
 
-def evaluate(rates: xr.Dataset, target: detection.DecisionTarget, budget=None, *,
-             doses=None) -> xr.Dataset:
+def evaluate(rates: xr.Dataset, target: detection.DecisionTarget, budget=None, *, doses=None) -> xr.Dataset:
     """Detection limits of every mode × energy from the rates of :func:`simulate` (pure).
 
     Parameters
@@ -430,16 +521,26 @@ def evaluate(rates: xr.Dataset, target: detection.DecisionTarget, budget=None, *
             channels[mi, ei] = values.pop("channels")
             for name, value in values.items():
                 arrays[name][mi, ei] = value
-    data_vars = {name: (("mode", "energy"), value, {"units": _UNITS[name]} if name in _UNITS else {})
-                 for name, value in arrays.items()}
+    data_vars = {
+        name: (("mode", "energy"), value, {"units": _UNITS[name]} if name in _UNITS else {})
+        for name, value in arrays.items()
+    }
     data_vars.update(
-        channels=(("mode", "energy"), channels), detection_power=(("mode", "energy", "dose"), power),
+        channels=(("mode", "energy"), channels),
+        detection_power=(("mode", "energy", "dose"), power),
         critical_dose=("energy", [_or_nan(budgets[e].critical_dose) for e in energies], {"units": "e/Å²"}),
-        knock_on_cross_section=("energy", [_or_nan(budgets[e].knock_on_cross_section) for e in energies],
-                                {"units": "barn"}),
-        budget_basis=("energy", [budgets[e].basis for e in energies]))
-    coords = {"mode": labels, "energy": ("energy", np.asarray(energies), {"units": "eV"}),
-              "dose": ("dose", doses, {"units": "e/Å²"})}
+        knock_on_cross_section=(
+            "energy",
+            [_or_nan(budgets[e].knock_on_cross_section) for e in energies],
+            {"units": "barn"},
+        ),
+        budget_basis=("energy", [budgets[e].basis for e in energies]),
+    )
+    coords = {
+        "mode": labels,
+        "energy": ("energy", np.asarray(energies), {"units": "eV"}),
+        "dose": ("dose", doses, {"units": "e/Å²"}),
+    }
     return xr.Dataset(data_vars, coords=coords, attrs={"target": target.describe(), "required_j": target.required_j})
 
 
@@ -456,10 +557,13 @@ def _verdict(j_per_dose: float, dose: float, budget: float, best: float, best_do
 def verdicts(limits: xr.Dataset) -> xr.DataArray:
     """The table's verdict per mode × energy, in words, from :func:`evaluate`'s limits."""
     fields = ("j_per_dose", "required_dose", "budget", "best_power_within_budget", "best_dose")
-    words = [[_verdict(*(float(limits[f].values[mi, ei]) for f in fields)) for ei in range(limits.sizes["energy"])]
-             for mi in range(limits.sizes["mode"])]
-    return xr.DataArray(np.array(words, dtype=str), dims=("mode", "energy"), coords={"mode": limits.mode,
-                                                                                      "energy": limits.energy})
+    words = [
+        [_verdict(*(float(limits[f].values[mi, ei]) for f in fields)) for ei in range(limits.sizes["energy"])]
+        for mi in range(limits.sizes["mode"])
+    ]
+    return xr.DataArray(
+        np.array(words, dtype=str), dims=("mode", "energy"), coords={"mode": limits.mode, "energy": limits.energy}
+    )
 
 
 def _critical(limits: xr.Dataset, ei: int):
@@ -467,8 +571,9 @@ def _critical(limits: xr.Dataset, ei: int):
     return None if math.isnan(dc) else dc
 
 
-def monte_carlo_check(rates: xr.Dataset, limits: xr.Dataset, target: detection.DecisionTarget, *,
-                      seed: int = 0, trials: int = 2000) -> xr.Dataset:
+def monte_carlo_check(
+    rates: xr.Dataset, limits: xr.Dataset, target: detection.DecisionTarget, *, seed: int = 0, trials: int = 2000
+) -> xr.Dataset:
     """Exact Poisson Monte-Carlo of the likelihood-ratio test at each mode's required dose.
 
     Mode ``m`` at energy ``e`` uses the ``m · n_energies + e``-th child of
@@ -486,19 +591,42 @@ def monte_carlo_check(rates: xr.Dataset, limits: xr.Dataset, target: detection.D
                 continue
             r0s, r1s = _channel_rates(rates[str(label)], float(energy))
             child = int(seeds[mi * shape[1] + ei].generate_state(1)[0])
-            mc = detection.monte_carlo_error_rates(np.mean(r0s, axis=0), np.mean(r1s, axis=0), dose, target,
-                                                   trials=trials, seed=child, critical_dose=_critical(limits, ei))
+            mc = detection.monte_carlo_error_rates(
+                np.mean(r0s, axis=0),
+                np.mean(r1s, axis=0),
+                dose,
+                target,
+                trials=trials,
+                seed=child,
+                critical_dose=_critical(limits, ei),
+            )
             for name in names:
                 out[name][mi, ei] = mc[name]
-    return xr.Dataset({f"mc_{name}": (("mode", "energy"), value) for name, value in out.items()},
-                      coords={"mode": limits.mode, "energy": limits.energy}, attrs={"monte_carlo_trials": trials})
+    return xr.Dataset(
+        {f"mc_{name}": (("mode", "energy"), value) for name, value in out.items()},
+        coords={"mode": limits.mode, "energy": limits.energy},
+        attrs={"monte_carlo_trials": trials},
+    )
 
 
 # ----------------------------------------------------------------------------- plan
 #: Columns of :attr:`PlanResult.table` taken from the plan dataset.
-TABLE_FIELDS = ("required_dose", "undamaged_dose", "dose_low", "dose_high", "rose_dose", "bhattacharyya_dose", "budget",
-                "margin", "j_per_dose", "knock_on_probability", "mc_false_alarm", "mc_power",
-                "mc_probability_of_error", "best_power_within_budget")
+TABLE_FIELDS = (
+    "required_dose",
+    "undamaged_dose",
+    "dose_low",
+    "dose_high",
+    "rose_dose",
+    "bhattacharyya_dose",
+    "budget",
+    "margin",
+    "j_per_dose",
+    "knock_on_probability",
+    "mc_false_alarm",
+    "mc_power",
+    "mc_probability_of_error",
+    "best_power_within_budget",
+)
 
 
 @dataclass
@@ -523,9 +651,18 @@ def _table(study: Study, ds: xr.Dataset) -> list:
     for ei, energy in enumerate(study.energies):
         for mi, mode in enumerate(study.modes):
             values = {name: float(ds[name].values[mi, ei]) for name in TABLE_FIELDS}
-            rows.append({"mode": mode.label, "energy": energy, "verdict": str(ds.verdict.values[mi, ei]),
-                         "budget_basis": str(ds.budget_basis.values[ei]), "camera": mode.camera_name,
-                         "detector": mode.camera_name, "channels": int(ds.channels.values[mi, ei]), **values})
+            rows.append(
+                {
+                    "mode": mode.label,
+                    "energy": energy,
+                    "verdict": str(ds.verdict.values[mi, ei]),
+                    "budget_basis": str(ds.budget_basis.values[ei]),
+                    "camera": mode.camera_name,
+                    "detector": mode.camera_name,
+                    "channels": int(ds.channels.values[mi, ei]),
+                    **values,
+                }
+            )
     return rows
 
 
@@ -537,26 +674,47 @@ def _signals(study: Study, rates: xr.Dataset) -> dict:
         for energy in study.energies:
             r0s, r1s = _channel_rates(da, energy)
             scan_x, scan_y = (da[c].values if c in da.coords else None for c in ("scan_x", "scan_y"))
-            out[(mode.label, energy)] = {"rate_h0": np.mean(r0s, axis=0), "rate_h1": np.mean(r1s, axis=0),
-                                         "kind": mode.kind, "name": mode.name, "scan_x": scan_x, "scan_y": scan_y}
+            out[(mode.label, energy)] = {
+                "rate_h0": np.mean(r0s, axis=0),
+                "rate_h1": np.mean(r1s, axis=0),
+                "kind": mode.kind,
+                "name": mode.name,
+                "scan_x": scan_x,
+                "scan_y": scan_y,
+            }
     return out
 
 
 def _attrs(study: Study, monte_carlo_trials: int) -> dict:
     return {
-        "study": study.name, "description": study.description, "feature": study.feature.describe(),
-        "target": study.target.describe(), "required_j": study.target.required_j,
-        "semiangle_cutoff": study.semiangle_cutoff, "aberrations": json.dumps(study.aberrations.nonzero()),
-        "sampling": study.sampling, "scan_step": study.scan_step, "window": study.window,
-        "phonons": json.dumps(study.phonons), "critical_dose": json.dumps(study.critical_dose),
-        "knock_on": json.dumps(study.knock_on), "seed": study.seed, "monte_carlo_trials": monte_carlo_trials,
+        "study": study.name,
+        "description": study.description,
+        "feature": study.feature.describe(),
+        "target": study.target.describe(),
+        "required_j": study.target.required_j,
+        "semiangle_cutoff": study.semiangle_cutoff,
+        "aberrations": json.dumps(study.aberrations.nonzero()),
+        "sampling": study.sampling,
+        "scan_step": study.scan_step,
+        "window": study.window,
+        "phonons": json.dumps(study.phonons),
+        "critical_dose": json.dumps(study.critical_dose),
+        "knock_on": json.dumps(study.knock_on),
+        "seed": study.seed,
+        "monte_carlo_trials": monte_carlo_trials,
         "temsim_version": temsim.__version__,
         "method": "likelihood-ratio test on raw Poisson counts, Gaussian approximation J = (z_{1-a}+z_{power})^2",
     }
 
 
-def plan(study: Study, *, settings: ExecutionSettings | None = None, progress: bool | None = None,
-         checkpoint_dir: str | None = None, monte_carlo_trials: int = 2000) -> PlanResult:
+def plan(
+    study: Study,
+    *,
+    settings: ExecutionSettings | None = None,
+    progress: bool | None = None,
+    checkpoint_dir: str | None = None,
+    monte_carlo_trials: int = 2000,
+) -> PlanResult:
     """Minimum detectable dose of ``study.feature`` for every mode and energy.
 
     Runs :func:`simulate`, :func:`damage_budget`, :func:`evaluate`, :func:`verdicts` and

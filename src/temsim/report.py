@@ -28,15 +28,19 @@ def _fmt(value: float) -> str:
 
 def format_table(result) -> str:
     """Markdown table: mode × energy, minimum dose, interval, budget, margin, verdict."""
-    lines = ["| mode | energy (kV) | minimum dose (e/Å²) | phonon interval | Rose (k=5) | budget (e/Å²) | margin | "
-             "MC false alarm / power | verdict | without damage (e/Å²) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| mode | energy (kV) | minimum dose (e/Å²) | phonon interval | Rose (k=5) | budget (e/Å²) | margin | "
+        "MC false alarm / power | verdict | without damage (e/Å²) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in result.table:
         interval = f"{_fmt(row['dose_low'])}–{_fmt(row['dose_high'])}" if not math.isnan(row["dose_low"]) else "—"
-        mc = (f"{row['mc_false_alarm']:.3f} / {row['mc_power']:.3f}" if not math.isnan(row["mc_power"]) else "—")
-        lines.append(f"| {row['mode']} | {row['energy'] / 1e3:g} | {_fmt(row['required_dose'])} | {interval} | "
-                     f"{_fmt(row['rose_dose'])} | {_fmt(row['budget'])} | {_fmt(row['margin'])} | {mc} | "
-                     f"{row['verdict']} | {_fmt(row['undamaged_dose'])} |")
+        mc = f"{row['mc_false_alarm']:.3f} / {row['mc_power']:.3f}" if not math.isnan(row["mc_power"]) else "—"
+        lines.append(
+            f"| {row['mode']} | {row['energy'] / 1e3:g} | {_fmt(row['required_dose'])} | {interval} | "
+            f"{_fmt(row['rose_dose'])} | {_fmt(row['budget'])} | {_fmt(row['margin'])} | {mc} | "
+            f"{row['verdict']} | {_fmt(row['undamaged_dose'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -93,8 +97,7 @@ def _figure_noisy(result, path: str) -> None:
     rows = [r for r in result.table]
     energies = sorted({r["energy"] for r in rows})
     modes = list(dict.fromkeys(r["mode"] for r in rows))
-    fig, axes = plt.subplots(len(energies), len(modes), figsize=(2.8 * len(modes), 2.9 * len(energies)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(energies), len(modes), figsize=(2.8 * len(modes), 2.9 * len(energies)), squeeze=False)
     rng = np.random.default_rng(result.study.seed)
     for i, energy in enumerate(energies):
         for j, mode in enumerate(modes):
@@ -124,24 +127,39 @@ def _summary(result) -> str:
             e = row["energy"]
             if e not in best or row["required_dose"] < best[e]["required_dose"]:
                 best[e] = row
-    lines = [f"# temsim plan: {study.name}", "", study.description, "",
-             f"* Feature: {study.feature.describe()}",
-             f"* Decision target: {study.target.describe()} (required J = {study.target.required_j:.2f})",
-             f"* Probe/objective semiangle {study.semiangle_cutoff:g} mrad; sampling {study.sampling:g} Å; "
-             f"scan step {study.scan_step:g} Å over a {study.window:g} Å window around the feature",
-             f"* Frozen phonons: {study.phonons or 'none (static lattice)'}", ""]
+    lines = [
+        f"# temsim plan: {study.name}",
+        "",
+        study.description,
+        "",
+        f"* Feature: {study.feature.describe()}",
+        f"* Decision target: {study.target.describe()} (required J = {study.target.required_j:.2f})",
+        f"* Probe/objective semiangle {study.semiangle_cutoff:g} mrad; sampling {study.sampling:g} Å; "
+        f"scan step {study.scan_step:g} Å over a {study.window:g} Å window around the feature",
+        f"* Frozen phonons: {study.phonons or 'none (static lattice)'}",
+        "",
+    ]
     for energy, row in best.items():
-        lines.append(f"**{energy / 1e3:g} kV:** the lowest-dose mode is **{row['mode']}** at "
-                     f"{_fmt(row['required_dose'])} e/Å² ({row['verdict']}; {row['budget_basis']}).")
-    lines += ["", "## Minimum dose per mode and energy", "", format_table(result), "",
-              "How to read this: the minimum dose is the smallest dose at which the likelihood-ratio test on the raw "
-              "detector counts meets the target; no processing of the same data (iDPC, CoM, ptychography) can do "
-              "better. The phonon interval is ±2 jackknife standard errors over frozen-phonon configurations. "
-              "The Monte-Carlo column checks the exact Poisson error rates at the reported dose. Rose is the "
-              "simpler SNR = 5 criterion over the feature region. See docs/planning.md.", "",
-              "Files: `plan.nc` (everything, including the expected counts per channel `rates[<mode>]`), "
-              "`detection_power.png`, "
-              "`noisy_signals.png`."]
+        lines.append(
+            f"**{energy / 1e3:g} kV:** the lowest-dose mode is **{row['mode']}** at "
+            f"{_fmt(row['required_dose'])} e/Å² ({row['verdict']}; {row['budget_basis']})."
+        )
+    lines += [
+        "",
+        "## Minimum dose per mode and energy",
+        "",
+        format_table(result),
+        "",
+        "How to read this: the minimum dose is the smallest dose at which the likelihood-ratio test on the raw "
+        "detector counts meets the target; no processing of the same data (iDPC, CoM, ptychography) can do "
+        "better. The phonon interval is ±2 jackknife standard errors over frozen-phonon configurations. "
+        "The Monte-Carlo column checks the exact Poisson error rates at the reported dose. Rose is the "
+        "simpler SNR = 5 criterion over the feature region. See docs/planning.md.",
+        "",
+        "Files: `plan.nc` (everything, including the expected counts per channel `rates[<mode>]`), "
+        "`detection_power.png`, "
+        "`noisy_signals.png`.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -151,8 +169,10 @@ def write_report(result, directory: str, overwrite: bool = False) -> dict:
     paths = {name: os.path.join(directory, name) for name in REPORT_FILES}
     existing = [p for p in paths.values() if os.path.exists(p)]
     if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite (overwrite=True) to replace them "
-                              "or choose another output directory")
+        raise FileExistsError(
+            f"{', '.join(existing)} exist; pass --overwrite (overwrite=True) to replace them "
+            "or choose another output directory"
+        )
     tmp = paths["plan.nc"] + ".tmp"
     result.dataset.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=True)
     os.replace(tmp, paths["plan.nc"])

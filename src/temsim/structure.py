@@ -93,9 +93,7 @@ def as_atoms(structure) -> Atoms:
         if isinstance(atoms, list):  # pragma: no cover - ase.io.read with an index slice
             atoms = atoms[-1]
     else:
-        raise StructureError(
-            f"expected an ase.Atoms or a structure file path, got {type(structure).__name__}"
-        )
+        raise StructureError(f"expected an ase.Atoms or a structure file path, got {type(structure).__name__}")
     validate_atoms(atoms)
     return atoms
 
@@ -407,9 +405,7 @@ def _build_orthogonal(atoms: Atoms, rows: np.ndarray, wrap_beam: bool) -> Atoms:
     rows = np.asarray(rows, dtype=np.int64)
     determinant = int(round(np.linalg.det(rows)))
     if determinant == 0:
-        raise StructureError(
-            f"the lattice vectors found ({rows.tolist()}) are not independent; lower the tolerance"
-        )
+        raise StructureError(f"the lattice vectors found ({rows.tolist()}) are not independent; lower the tolerance")
     info = dict(atoms.info)
     supercell = make_supercell(atoms, rows, wrap=False)
     vectors = np.asarray(supercell.cell)
@@ -588,9 +584,7 @@ def tile(atoms: Atoms, repetitions: Sequence[int]) -> Atoms:
         reps = tuple(repetitions)
     except TypeError:
         reps = ()
-    if len(reps) != 3 or not all(
-        isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r >= 1 for r in reps
-    ):
+    if len(reps) != 3 or not all(isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r >= 1 for r in reps):
         raise StructureError(f"repetitions must be three positive integers (nx, ny, nz), got {repetitions!r}")
     return atoms.repeat(tuple(int(r) for r in reps))
 
@@ -736,7 +730,9 @@ def nearest_site(atoms: Atoms, position, element=None, tolerance: float = 0.5) -
 def _site_index(atoms: Atoms, site, element=None) -> int:
     if isinstance(site, (int, np.integer)) and not isinstance(site, bool):
         if not 0 <= site < len(atoms):
-            raise StructureError(f"atom index {site} is out of range: the structure has {len(atoms)} atoms (0–{len(atoms) - 1})")
+            raise StructureError(
+                f"atom index {site} is out of range: the structure has {len(atoms)} atoms (0–{len(atoms) - 1})"
+            )
         return int(site)
     return nearest_site(atoms, site, element=element)
 
@@ -824,8 +820,7 @@ def adatom(atoms: Atoms, element, position, height: float = 2.0, radius: float =
     near = np.flatnonzero(lateral <= radius)
     if len(near) == 0:
         raise StructureError(
-            f"no atom within {radius:g} Å of (x, y) = ({p[0]:.3f}, {p[1]:.3f}) to stand on; "
-            "give a larger radius"
+            f"no atom within {radius:g} Å of (x, y) = ({p[0]:.3f}, {p[1]:.3f}) to stand on; give a larger radius"
         )
     new = np.array([p[0], p[1], atoms.positions[near, 2].max() + height])
     fractional = atoms.cell.scaled_positions(new[None])[0]

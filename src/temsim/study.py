@@ -137,8 +137,10 @@ class Feature:
     def _site_index(self, atoms: Atoms) -> int:
         if isinstance(self.site, (int, np.integer)) and not isinstance(self.site, bool):
             if not 0 <= int(self.site) < len(atoms):
-                raise StudyError(f"feature.site {self.site} does not exist: the specimen has {len(atoms)} atoms "
-                                 f"(indices 0–{len(atoms) - 1})")
+                raise StudyError(
+                    f"feature.site {self.site} does not exist: the specimen has {len(atoms)} atoms "
+                    f"(indices 0–{len(atoms) - 1})"
+                )
             return int(self.site)
         if isinstance(self.site, str) and self.site == "center":
             centre = np.diag(atoms.cell)[:2] / 2
@@ -146,8 +148,10 @@ class Feature:
             if self.host_element:
                 candidates = np.flatnonzero(np.array(atoms.get_chemical_symbols()) == self.host_element)
                 if not len(candidates):
-                    raise StudyError(f"feature.host_element {self.host_element!r} is not in the specimen "
-                                     f"({sorted(set(atoms.get_chemical_symbols()))})")
+                    raise StudyError(
+                        f"feature.host_element {self.host_element!r} is not in the specimen "
+                        f"({sorted(set(atoms.get_chemical_symbols()))})"
+                    )
             d = np.linalg.norm(atoms.positions[candidates, :2] - centre, axis=1)
             return int(candidates[np.argmin(d)])
         try:
@@ -268,8 +272,9 @@ class Study:
         h0 = st.prepare_for_slicing(self.atoms)
         h1, position = self.feature.apply(h0)
         if not np.allclose(np.diag(h1.cell), np.diag(h0.cell)):
-            raise StudyError("the feature's structure has a different cell from the specimen; both hypotheses must "
-                             "share the cell")
+            raise StudyError(
+                "the feature's structure has a different cell from the specimen; both hypotheses must share the cell"
+            )
         return h0, st.prepare_for_slicing(h1), position
 
 
@@ -300,25 +305,47 @@ def example_study(name: str) -> Study:
 _SCHEMA = {
     "name": None,
     "description": None,
-    "specimen": {"example": None, "arguments": None, "file": None, "supercell": None, "zone_axis": None,
-                 "vacuum": None},
-    "feature": {"kind": None, "element": None, "site": None, "host_element": None, "position": None,
-                "height": None, "file": None},
+    "specimen": {
+        "example": None,
+        "arguments": None,
+        "file": None,
+        "supercell": None,
+        "zone_axis": None,
+        "vacuum": None,
+    },
+    "feature": {
+        "kind": None,
+        "element": None,
+        "site": None,
+        "host_element": None,
+        "position": None,
+        "height": None,
+        "file": None,
+    },
     "microscope": {"energies": None, "semiangle_cutoff": None, "aberrations": None, "focal_spread": None},
     "modes": None,
     "phonons": {"num_configs": None, "sigma": None, "seed": None},
     "dose": {"range": None},
-    "damage": {"critical_dose": None, "knock_on_element": None, "displacement_energy": None, "temperature": None,
-               "debye_temperature": None},
+    "damage": {
+        "critical_dose": None,
+        "knock_on_element": None,
+        "displacement_energy": None,
+        "temperature": None,
+        "debye_temperature": None,
+    },
     "decision": {"false_alarm": None, "power": None, "probability_of_error": None, "search_sites": None},
     "simulation": {"sampling": None, "scan_step": None, "window": None, "slice_thickness": None, "seed": None},
 }
 
 _MODE_KEYS = {"name", "inner", "outer", "camera", "detector", "defocus", "max_angle", "binning"}
 #: Numeric mode keys: (unit, as_number bounds).
-_MODE_NUMBERS = {"inner": ("mrad", {"minimum": 0}), "outer": ("mrad", {"minimum": 0}), "defocus": ("Å", {}),
-                 "max_angle": ("mrad", {"minimum": 0, "exclusive_minimum": True}),
-                 "binning": ("", {"integer": True, "minimum": 1})}
+_MODE_NUMBERS = {
+    "inner": ("mrad", {"minimum": 0}),
+    "outer": ("mrad", {"minimum": 0}),
+    "defocus": ("Å", {}),
+    "max_angle": ("mrad", {"minimum": 0, "exclusive_minimum": True}),
+    "binning": ("", {"integer": True, "minimum": 1}),
+}
 _SIMULATION_NUMBERS = {"sampling": "Å", "scan_step": "Å", "window": "Å", "slice_thickness": "Å"}
 
 
@@ -355,8 +382,10 @@ def _built_in_specimen(spec: dict) -> Atoms:
     name = spec["example"]
     if name not in BUILDERS:
         raise StudyError(f"specimen.example {name!r} is not one of {', '.join(BUILDERS)}")
-    arguments = {k: _number(f"specimen.arguments.{k}", v, "Å", minimum=0, exclusive_minimum=True)
-                 for k, v in _table("specimen.arguments", spec.get("arguments", {})).items()}
+    arguments = {
+        k: _number(f"specimen.arguments.{k}", v, "Å", minimum=0, exclusive_minimum=True)
+        for k, v in _table("specimen.arguments", spec.get("arguments", {})).items()
+    }
     try:
         return BUILDERS[name](**arguments)
     except TypeError as err:  # an argument the builder does not take
@@ -402,7 +431,7 @@ def _feature(data: dict, base: str) -> Feature:
     if isinstance(site, list):
         feature["site"] = _numbers("feature.site", site, "Å", length=2)
     elif site is not None and not isinstance(site, (int, str)) or isinstance(site, bool):
-        raise StudyError(f"feature.site must be an atom index, [x, y] in Å or \"center\", got {site!r}")
+        raise StudyError(f'feature.site must be an atom index, [x, y] in Å or "center", got {site!r}')
     return Feature(**feature)
 
 
@@ -414,13 +443,15 @@ def _mode(i: int, item) -> Mode:
     item = dict(item)
     unknown = set(item) - _MODE_KEYS
     if unknown:
-        raise StudyError(f"unknown key(s) {sorted(unknown)} in modes[{i}]; valid keys are "
-                         f"{sorted(_MODE_KEYS - {'detector'})}")
+        raise StudyError(
+            f"unknown key(s) {sorted(unknown)} in modes[{i}]; valid keys are {sorted(_MODE_KEYS - {'detector'})}"
+        )
     if "name" not in item:
         raise StudyError(f"modes[{i}] needs a name (one of {', '.join(MODES)})")
     if "detector" in item:
-        warnings.warn(f"modes[{i}].detector is deprecated; write camera = {item['detector']!r}",
-                      DeprecationWarning, stacklevel=4)
+        warnings.warn(
+            f"modes[{i}].detector is deprecated; write camera = {item['detector']!r}", DeprecationWarning, stacklevel=4
+        )
         item.setdefault("camera", item.pop("detector"))
         item.pop("detector", None)
     for key, (unit, bounds) in _MODE_NUMBERS.items():
@@ -434,7 +465,7 @@ def _mode(i: int, item) -> Mode:
 
 def _modes(raw) -> tuple[Mode, ...]:
     if not isinstance(raw, list):
-        raise StudyError("modes must be a list, e.g. modes = [\"HAADF\", {name = \"HRTEM\", defocus = -50}]")
+        raise StudyError('modes must be a list, e.g. modes = ["HAADF", {name = "HRTEM", defocus = -50}]')
     return tuple(_mode(i, item) for i, item in enumerate(raw))
 
 
@@ -443,13 +474,15 @@ def _microscope(micro: dict) -> dict:
     if "energies" in micro:
         out["energies"] = _numbers("microscope.energies", micro["energies"], "eV", minimum=1e3, maximum=10e6)
     if "semiangle_cutoff" in micro:
-        out["semiangle_cutoff"] = _number("microscope.semiangle_cutoff", micro["semiangle_cutoff"], "mrad",
-                                          minimum=0, exclusive_minimum=True)
+        out["semiangle_cutoff"] = _number(
+            "microscope.semiangle_cutoff", micro["semiangle_cutoff"], "mrad", minimum=0, exclusive_minimum=True
+        )
     if "aberrations" in micro:
         coefficients = _table("microscope.aberrations", micro["aberrations"])
         try:
-            out["aberrations"] = Aberrations(**{k: _number(f"microscope.aberrations.{k}", v, "Å")
-                                                for k, v in coefficients.items()})
+            out["aberrations"] = Aberrations(
+                **{k: _number(f"microscope.aberrations.{k}", v, "Å") for k, v in coefficients.items()}
+            )
         except TypeError as err:
             raise StudyError(f"microscope.aberrations: {err}") from None
     if "focal_spread" in micro:
@@ -475,14 +508,20 @@ def _damage(damage: dict) -> dict:
     out: dict[str, Any] = {}
     if "critical_dose" in damage:
         dc = damage["critical_dose"]  # a number (e/Å²) or a preset name
-        out["critical_dose"] = dc if isinstance(dc, str) else _number("damage.critical_dose", dc, "e/Å²", minimum=0,
-                                                                       exclusive_minimum=True)
+        out["critical_dose"] = (
+            dc
+            if isinstance(dc, str)
+            else _number("damage.critical_dose", dc, "e/Å²", minimum=0, exclusive_minimum=True)
+        )
     if "knock_on_element" in damage:
         if "displacement_energy" not in damage:
             raise StudyError("damage.displacement_energy (eV) is required with damage.knock_on_element")
-        out["knock_on"] = {"element": damage["knock_on_element"],
-                           "displacement_energy": _number("damage.displacement_energy", damage["displacement_energy"],
-                                                          "eV", minimum=0, exclusive_minimum=True)}
+        out["knock_on"] = {
+            "element": damage["knock_on_element"],
+            "displacement_energy": _number(
+                "damage.displacement_energy", damage["displacement_energy"], "eV", minimum=0, exclusive_minimum=True
+            ),
+        }
         for key in ("temperature", "debye_temperature"):
             if key in damage:
                 out["knock_on"][key] = _number(f"damage.{key}", damage[key], "K", minimum=0)
@@ -517,9 +556,13 @@ def study_from_dict(data: dict, base: str = ".") -> Study:
     for required in ("specimen", "feature", "modes"):
         if required not in data:
             raise StudyError(f"missing table [{required}]")
-    kwargs: dict[str, Any] = {"name": str(data.get("name", "study")), "description": str(data.get("description", "")),
-                              "atoms": _specimen(data["specimen"], base), "feature": _feature(data["feature"], base),
-                              "modes": _modes(data["modes"])}
+    kwargs: dict[str, Any] = {
+        "name": str(data.get("name", "study")),
+        "description": str(data.get("description", "")),
+        "atoms": _specimen(data["specimen"], base),
+        "feature": _feature(data["feature"], base),
+        "modes": _modes(data["modes"]),
+    }
     kwargs.update(_microscope(data.get("microscope", {})))
     if "phonons" in data:
         kwargs["phonons"] = _phonons(data["phonons"])
