@@ -51,7 +51,7 @@ def test_interpolation_one_equals_multislice_for_every_detector(rng):
         np.testing.assert_allclose(pr[name].values, ms[name].values, rtol=1e-4)
     scale = ms["4D"].values.max()
     np.testing.assert_allclose(pr["4D"].values, ms["4D"].values, atol=1e-4 * scale)
-    assert pr.attrs["method"] == "prism" and pr.attrs["prism_plane_waves"] > 400
+    assert pr.attrs["solver"] == "prism" and pr.attrs["prism_plane_waves"] > 400
 
 
 @PERIODIC
@@ -130,7 +130,7 @@ def test_prism_core_on_array_api_strict_matches_numpy(rng):
     out = []
     for xp in (np, array_api_strict):
         engine = prism_engine(PROBE, [potential], potential.grid, 2, xp)
-        intensity = engine.intensities(0, positions, 0.0)
+        intensity = engine.intensities_at(0, positions, 0.0)
         det = AnnularDetector(20, 60).compile(engine.detector_grid, 200e3, xp)
         out.append((to_numpy(intensity), to_numpy(det.measure(intensity))))
     np.testing.assert_allclose(out[1][0], out[0][0], atol=1e-6)
@@ -154,8 +154,13 @@ def test_prism_thickness_series_equals_separate_runs(rng):
         # different FFT paths
         np.testing.assert_allclose(series.ADF.values[index], single.ADF.values, rtol=1e-5, atol=1e-9)
         np.testing.assert_allclose(series.BF.values[index], single.BF.values, rtol=1e-5, atol=1e-9)
-    with pytest.raises(temsim.InputError, match="needs method='prism'"):
-        temsim.scan(PROBE, potential, detectors, positions, save_every=2)
+    # multislice gives the same thickness series from one propagation (PRISM at f = 1 is multislice)
+    exact = temsim.scan(PROBE, potential, detectors, positions, method="prism", interpolation=1, save_every=2)
+    multislice = temsim.scan(PROBE, potential, detectors, positions, save_every=2)
+    assert multislice.ADF.dims == ("thickness", "scan_position") and multislice.attrs["solver"] == "multislice"
+    np.testing.assert_allclose(multislice.thickness.values, [4.0, 8.0])
+    for name in detectors:
+        np.testing.assert_allclose(multislice[name].values, exact[name].values, rtol=1e-5, atol=1e-9)
 
 
 # ------------------------------------------------------------------------------------------

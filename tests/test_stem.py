@@ -208,8 +208,8 @@ def test_streamed_4d_stays_within_memory_limit_and_is_readable(tmp_path, rng):
         scan(probe, potential, detectors, grid_scan, output=path)
 
 
-def test_killed_streamed_run_resumes_to_identical_result(tmp_path, rng, monkeypatch):
-    from temsim.solvers import stem as stem_module
+def test_interrupted_streamed_run_resumes_to_identical_result(tmp_path, rng, monkeypatch):
+    from temsim.solvers.multislice import MultisliceEngine
 
     v = smooth_field(rng, 64, 10.0, 50.0, 0.3)
     potential = ArrayPotential(v, (10.0, 10.0), 2.0)
@@ -217,7 +217,7 @@ def test_killed_streamed_run_resumes_to_identical_result(tmp_path, rng, monkeypa
     detectors = {"ADF": AnnularDetector(30, 50), "4D": PixelatedDetector(max_angle=40)}
     grid_scan = GridScan(gpts=(8, 8))
     path = tmp_path / "run.nc"
-    original = stem_module._MultisliceEngine.intensities
+    original = MultisliceEngine.intensities
     calls = {"n": 0}
 
     def crashing(self, *args, **kwargs):
@@ -226,11 +226,11 @@ def test_killed_streamed_run_resumes_to_identical_result(tmp_path, rng, monkeypa
             raise KeyboardInterrupt("simulated kill")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(stem_module._MultisliceEngine, "intensities", crashing)
+    monkeypatch.setattr(MultisliceEngine, "intensities", crashing)
     with pytest.raises(KeyboardInterrupt):
         scan(probe, potential, detectors, grid_scan, output=path, batch_size=10, progress=False)
     assert not path.exists() and (tmp_path / "run.nc.part").exists()
-    monkeypatch.setattr(stem_module._MultisliceEngine, "intensities", original)
+    monkeypatch.setattr(MultisliceEngine, "intensities", original)
     resumed = scan(probe, potential, detectors, grid_scan, output=path, batch_size=10, progress=False)
     fresh = scan(probe, potential, detectors, grid_scan, batch_size=10, progress=False)
     np.testing.assert_allclose(resumed.ADF.values, fresh.ADF.values, rtol=1e-6)

@@ -21,6 +21,7 @@ from temsim.errors import (  # noqa: E402
     TemsimWarning,
 )
 from temsim.grid import Grid  # noqa: E402
+from temsim.settings import ExecutionSettings  # noqa: E402
 from temsim.optics import Aberrations, contrast_transfer_function, scherzer_defocus  # noqa: E402
 from temsim.waves import PlaneWave, Probe  # noqa: E402
 from temsim.potentials import ArrayPotential, Potential, load_parametrization  # noqa: E402
@@ -56,6 +57,7 @@ __all__ = [
     "wavelength",
     "interaction_parameter",
     "Grid",
+    "ExecutionSettings",
     "Aberrations",
     "contrast_transfer_function",
     "scherzer_defocus",

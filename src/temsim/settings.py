@@ -115,8 +115,7 @@ def resolve_settings(settings: ExecutionSettings | None = None, **legacy) -> Exe
         raise InputError(f"settings must be a temsim.ExecutionSettings, got {type(settings).__name__}")
     changes = {k: v for k, v in legacy.items() if v is not None}
     if settings is not None:
-        clash = [k for k, v in changes.items() if getattr(settings, k) != v and getattr(settings, k) is not None
-                 and getattr(ExecutionSettings(), k) != getattr(settings, k)]
+        clash = sorted(k for k, v in changes.items() if getattr(settings, k) != v)
         if clash:
-            raise InputError(f"{', '.join(clash)} given both as keyword and in settings=; give each once")
+            raise InputError(f"{', '.join(clash)} given both as keyword and, differently, in settings=; give each once")
     return base.replace(**changes) if changes else base

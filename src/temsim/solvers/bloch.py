@@ -35,7 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from temsim.backend import array_namespace, get_namespace, is_cupy_namespace, is_numpy_namespace, to_numpy
+from temsim._version import __version__
+from temsim.backend import array_namespace, get_namespace, to_numpy
 from temsim.constants import check_energy, interaction_parameter, wavelength
 from temsim.errors import InputError, MemoryLimitError, SamplingError
 from temsim.grid import Grid
@@ -44,6 +45,8 @@ from temsim.solvers.bloch_beams import (
     DEFAULT_G_MAX,
     BeamSet,
     OrientedCrystal,
+    eigensystem,
+    inversion_centre,
     orient_crystal,
     select_beams,
     structure_factors,
@@ -120,31 +123,6 @@ def structure_matrix(g, v_g_minus_h, energy: float, tilt_k=(0.0, 0.0), absorptio
     a = xp.astype(v_g_minus_h, xp.complex128) * factor
     eye = xp.eye(g.shape[0], dtype=xp.complex128)
     return a + eye * xp.astype(diag, xp.complex128)[:, None]
-
-
-def eigensystem(a, hermitian: bool):
-    """Eigenvalues Γ and eigenvectors C of the structure matrix (the one non-array-API call).
-
-    ``hermitian=True`` uses ``xp.linalg.eigh`` (array-API linalg extension: numpy, cupy,
-    array_api_strict). The general problem (absorption) has no array-API function: numpy uses
-    ``numpy.linalg.eig``, cupy ``cupy.linalg.eig`` when it exists (cupy ≥ 14) and the host
-    otherwise, any other namespace the host; results come back in the input's namespace.
-    """
-    xp = array_namespace(a)
-    if hermitian:
-        a = (a + xp.conj(xp.permute_dims(a, (1, 0)))) * 0.5
-        gamma, c = xp.linalg.eigh(a)
-        return xp.astype(gamma, xp.complex128), c
-    if is_numpy_namespace(xp):
-        gamma, c = np.linalg.eig(np.asarray(a))
-        return gamma, c
-    if is_cupy_namespace(xp):
-        import cupy
-
-        if hasattr(cupy.linalg, "eig"):
-            return cupy.linalg.eig(a)
-    gamma, c = np.linalg.eig(to_numpy(a))
-    return xp.asarray(gamma), xp.asarray(c)
 
 
 def propagate_amplitudes(gamma, c, alpha, thickness):
@@ -312,8 +290,6 @@ class BlochWaves:
         return xr.Dataset(data, coords=coords, attrs=self._attrs())
 
     def _attrs(self) -> dict:
-        import temsim
-
         s = self.settings
         b = s["b_factors"]
         return {
@@ -337,7 +313,7 @@ class BlochWaves:
                 "forward scattering (paraxial), zero-order Laue zone, perfect crystal" if self.propagator is None else
                 "forward scattering (paraxial), 3-D potential along the beam (all Laue zones, sub-slices of "
                 f"{self.propagator.slice_thickness:.4f} Å), perfect crystal"),
-            "temsim_version": temsim.__version__,
+            "temsim_version": __version__,
         }
 
     def grid(self, sampling=None, gpts=None) -> Grid:
@@ -462,7 +438,7 @@ def solve_bloch(atoms, energy: float, zone_axis=(0, 0, 1), *, g_max: float | Non
         v0 = _potential_table(crystal, beams.indices, span, parametrization, b_factors,
                               potential_cutoff)[beams.indices[:, 0] + span[0], beams.indices[:, 1] + span[1]]
         return BlochWaves(crystal, beams, energy, tilt, v0, gamma, c, alpha, settings, propagator)
-    centre = _inversion_centre(crystal) if kappa == 0 else None
+    centre = inversion_centre(crystal) if kappa == 0 else None
     if centre is not None and symmetry and tilt == (0.0, 0.0):
         solution = _solve_symmetric(crystal, beams, energy, tilt, centre, parametrization, b_factors,
                                     potential_cutoff, settings, xp)
@@ -570,35 +546,8 @@ def _solve_symmetric(crystal, beams, energy, tilt, centre, parametrization, b_fa
                       expansion=(orbit, weight))
 
 
-def _inversion_centre(crystal: OrientedCrystal):
-    """A lateral point (Å) about which the projected crystal is centrosymmetric, or None.
-
-    Candidates are the midpoints between one atom of the rarest element and every atom of
-    that element (an inversion centre maps the element onto itself); a candidate is accepted
-    when the structure factors about it are real for the low-order reflections.
-    """
-    atoms = crystal.atoms
-    numbers = np.asarray(atoms.numbers)
-    species, counts = np.unique(numbers, return_counts=True)
-    rare = np.flatnonzero(numbers == species[np.argmin(counts)])
-    xy = np.asarray(atoms.positions)[:, :2]
-    Lx, Ly = crystal.extent
-    n = np.arange(-3, 4)
-    test = np.stack(np.meshgrid(n, n, indexing="ij"), -1).reshape(-1, 2) / np.array([Lx, Ly])
-    v = structure_factors(crystal, test)
-    scale = np.abs(v).max()
-    for j in rare:
-        centre = 0.5 * (xy[rare[0]] + xy[j])
-        for offset in ((0, 0), (0.5 * Lx, 0), (0, 0.5 * Ly), (0.5 * Lx, 0.5 * Ly)):
-            c = centre + np.asarray(offset)
-            shifted = v * np.exp(2j * math.pi * (test @ c))
-            if np.abs(shifted.imag).max() <= 1e-10 * scale:
-                return c
-    return None
-
-
 def _check_memory(n: int, memory_limit, g_max: float) -> None:
-    from temsim.solvers.stem import available_memory
+    from temsim.memory import available_memory
 
     need = estimate_memory(n)
     limit = int(memory_limit) if memory_limit is not None else available_memory() // 2

@@ -26,6 +26,7 @@ from typing import Mapping
 
 import numpy as np
 
+from temsim.backend import array_namespace, is_cupy_namespace, is_numpy_namespace, to_numpy
 from temsim.constants import SCATTERING_FACTOR_TO_VOLT_A2, interaction_parameter, wavelength
 from temsim.errors import InputError, StructureError
 from temsim.potentials.parametrizations import Parametrization, load_parametrization
@@ -404,3 +405,55 @@ def u_from_v(v_g, energy: float):
 def extinction_distance(v_g, energy: float):
     """Two-beam extinction distance ``ξ_g = 1/(λ|U_g|) = π/(σ|V_g|)`` in Å."""
     return math.pi / (interaction_parameter(energy) * np.abs(np.asarray(v_g)))
+
+
+def eigensystem(a, hermitian: bool):
+    """Eigenvalues Γ and eigenvectors C of the structure matrix (the one non-array-API call).
+
+    ``hermitian=True`` uses ``xp.linalg.eigh`` (array-API linalg extension: numpy, cupy,
+    array_api_strict). The general problem (absorption) has no array-API function: numpy uses
+    ``numpy.linalg.eig``, cupy ``cupy.linalg.eig`` when it exists (cupy ≥ 14) and the host
+    otherwise, any other namespace the host; results come back in the input's namespace.
+    """
+    xp = array_namespace(a)
+    if hermitian:
+        a = (a + xp.conj(xp.permute_dims(a, (1, 0)))) * 0.5
+        gamma, c = xp.linalg.eigh(a)
+        return xp.astype(gamma, xp.complex128), c
+    if is_numpy_namespace(xp):
+        gamma, c = np.linalg.eig(np.asarray(a))
+        return gamma, c
+    if is_cupy_namespace(xp):
+        import cupy
+
+        if hasattr(cupy.linalg, "eig"):
+            return cupy.linalg.eig(a)
+    gamma, c = np.linalg.eig(to_numpy(a))
+    return xp.asarray(gamma), xp.asarray(c)
+
+
+def inversion_centre(crystal: OrientedCrystal):
+    """A lateral point (Å) about which the projected crystal is centrosymmetric, or None.
+
+    Candidates are the midpoints between one atom of the rarest element and every atom of
+    that element (an inversion centre maps the element onto itself); a candidate is accepted
+    when the structure factors about it are real for the low-order reflections.
+    """
+    atoms = crystal.atoms
+    numbers = np.asarray(atoms.numbers)
+    species, counts = np.unique(numbers, return_counts=True)
+    rare = np.flatnonzero(numbers == species[np.argmin(counts)])
+    xy = np.asarray(atoms.positions)[:, :2]
+    Lx, Ly = crystal.extent
+    n = np.arange(-3, 4)
+    test = np.stack(np.meshgrid(n, n, indexing="ij"), -1).reshape(-1, 2) / np.array([Lx, Ly])
+    v = structure_factors(crystal, test)
+    scale = np.abs(v).max()
+    for j in rare:
+        centre = 0.5 * (xy[rare[0]] + xy[j])
+        for offset in ((0, 0), (0.5 * Lx, 0), (0, 0.5 * Ly), (0.5 * Lx, 0.5 * Ly)):
+            c = centre + np.asarray(offset)
+            shifted = v * np.exp(2j * math.pi * (test @ c))
+            if np.abs(shifted.imag).max() <= 1e-10 * scale:
+                return c
+    return None

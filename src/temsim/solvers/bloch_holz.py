@@ -41,7 +41,7 @@ import numpy as np
 
 from temsim.backend import array_namespace
 from temsim.constants import interaction_parameter, wavelength
-from temsim.solvers.bloch_beams import OrientedCrystal, structure_factors
+from temsim.solvers.bloch_beams import OrientedCrystal, eigensystem, inversion_centre, structure_factors
 
 __all__ = ["PeriodPropagator", "DEFAULT_HOLZ_SLICE", "harmonic_weights"]
 
@@ -172,8 +172,6 @@ class PeriodPropagator:
 
     def slice_eigen(self, k: int, xp):
         """Eigen-decomposition ``(λ, C, C⁻¹)`` of ``H̄_k`` (C⁻¹ = Cᴴ without absorption)."""
-        from temsim.solvers.bloch import eigensystem
-
         h = self.hamiltonian(k, xp)
         if self.absorption == 0:
             lam, c = xp.linalg.eigh(h)
@@ -241,9 +239,7 @@ class PeriodPropagator:
 
 def _real_frame(crystal: OrientedCrystal, q: np.ndarray, table: np.ndarray):
     """A lateral centre r₀ about which every sub-slice is centrosymmetric, and whether one exists."""
-    from temsim.solvers.bloch import _inversion_centre
-
-    centre = _inversion_centre(crystal)
+    centre = inversion_centre(crystal)
     if centre is None:
         return np.zeros(2), False
     shifted = table * np.exp(2j * math.pi * (q @ centre))[None, :]
@@ -257,8 +253,6 @@ def propagator_modes(propagator: PeriodPropagator, xp):
     γ_j = −i log(μ_j) / c from the eigenvalues μ_j of the period operator (complex with
     absorption), so ``W exp(iγ n c) W⁻¹ e₀`` is the wave after n periods.
     """
-    from temsim.solvers.bloch import eigensystem
-
     u = propagator.period_operator(xp)
     mu, w = eigensystem(u, hermitian=False)
     gamma = -1j * xp.log(mu) / propagator.period

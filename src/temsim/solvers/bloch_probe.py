@@ -14,24 +14,33 @@ the propagation phase of the partial wave itself included, so overlapping discs 
 exactly as in multislice on the same periodic supercell. Its intensities ``|Ψ(k)|²`` (fractions
 of the incident beam, FFT order) feed the STEM detectors of :mod:`temsim.detectors`
 unchanged. Assembly runs on the host (numpy); the eigenproblems use the device solver.
+
+:func:`bloch_scan` runs through the common scan driver (:func:`temsim.solvers.driver.run_scan`)
+with :class:`BlochEngine`, so streaming to disk and resuming a killed run work as for
+multislice.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Mapping
+import os
+from collections.abc import Mapping
 
 import numpy as np
 import xarray as xr
 
+from temsim._version import __version__
 from temsim.backend import to_numpy
 from temsim.constants import wavelength
 from temsim.errors import InputError, SamplingError
 from temsim.grid import Grid
+from temsim.settings import ExecutionSettings, resolve_settings
 from temsim.solvers.bloch import _check_thickness, solve_bloch
 from temsim.solvers.bloch_beams import orient_crystal
+from temsim.solvers.driver import run_scan
+from temsim.solvers.engine import Engine
 
-__all__ = ["ConvergentBeamSolution", "solve_convergent_beam", "bloch_cbed", "bloch_scan"]
+__all__ = ["ConvergentBeamSolution", "solve_convergent_beam", "bloch_cbed", "bloch_scan", "BlochEngine"]
 
 
 def _check_repetitions(repetitions) -> tuple[int, int]:
@@ -104,6 +113,13 @@ class ConvergentBeamSolution:
         positions = np.asarray(positions, dtype=float).reshape(-1, 2)
         return a[None, :] * np.exp(-2j * math.pi * positions @ self._q.T)
 
+    def amplitudes(self, positions, thickness_index: int, defocus_offset: float = 0.0) -> np.ndarray:
+        """Diffraction amplitudes (P, nx, ny), FFT order, ``Σ|·|² = 1`` per probe, at one defocus."""
+        nx, ny = self.grid.gpts
+        out = np.zeros((len(positions), nx * ny), dtype=np.complex128)
+        out[:, self.pixels] = self.weights(positions, defocus_offset) @ self._matrix[thickness_index]
+        return out.reshape(len(positions), nx, ny)
+
     def intensities(self, positions, thickness_index: int) -> np.ndarray:
         """Diffraction intensities (P, nx, ny), FFT order, fractions of the beam (focal-spread averaged)."""
         nx, ny = self.grid.gpts
@@ -113,6 +129,39 @@ class ConvergentBeamSolution:
             psi = self.weights(positions, float(defocus)) @ self._matrix[thickness_index]
             out[:, self.pixels] += float(weight) * (psi.real**2 + psi.imag**2)
         return out.reshape(len(positions), nx, ny)
+
+
+class BlochEngine(Engine):
+    """A :class:`ConvergentBeamSolution` as a solver engine (:mod:`temsim.solvers.engine`).
+
+    Every thickness comes from the same solution, so a scan is always a thickness series.
+    A perfect crystal has one configuration; its elastic part is the whole signal.
+    """
+
+    name = "bloch"
+    series = True
+
+    def __init__(self, solution: ConvergentBeamSolution, dtype: str = "complex64"):
+        self.solution = solution
+        self.detector_grid = solution.grid
+        self.thicknesses = np.asarray(solution.thickness, dtype=float)
+        self.dtype = dtype
+        self._real = np.float32 if dtype == "complex64" else np.float64
+
+    def _amplitudes(self, positions, defocus: float):
+        for t in range(len(self.thicknesses)):
+            yield t, self.solution.amplitudes(positions, t, defocus)
+
+    def intensities(self, config_index: int, positions, defocus: float):
+        for t, psi in self._amplitudes(positions, defocus):
+            yield t, (psi.real**2 + psi.imag**2).astype(self._real)
+
+    def amplitudes(self, config_index: int, positions, defocus: float):
+        for t, psi in self._amplitudes(positions, defocus):
+            yield t, psi.astype(self.dtype)
+
+    def attrs(self) -> dict:
+        return _attrs(self.solution)
 
 
 def solve_convergent_beam(probe, atoms, zone_axis=(0, 0, 1), thickness=(100.0,), *, repetitions=(4, 4),
@@ -214,7 +263,9 @@ def bloch_cbed(probe, atoms, zone_axis=(0, 0, 1), thickness=(100.0,), *, positio
 
 
 def bloch_scan(probe, atoms, detectors: Mapping[str, object], zone_axis=(0, 0, 1), thickness=(100.0,), *,
-               scan=None, repetitions=(4, 4), batch_size: int = 256, solution=None, **kwargs) -> xr.Dataset:
+               scan=None, repetitions=(4, 4), solution=None, output: str | os.PathLike | None = None,
+               overwrite: bool = False, resume: bool = True, settings: ExecutionSettings | None = None,
+               batch_size: int | None = None, **kwargs) -> xr.Dataset:
     """STEM signals of a perfect crystal by Bloch waves, for every thickness at once.
 
     Parameters
@@ -230,11 +281,15 @@ def bloch_scan(probe, atoms, detectors: Mapping[str, object], zone_axis=(0, 0, 1
         Positions in the supercell (default: the whole supercell at the probe's Nyquist step).
     repetitions : (int, int)
         Supercell size in zone-axis cells.
-    batch_size : int
-        Probe positions assembled together.
     solution : ConvergentBeamSolution, optional
         Re-use an earlier :func:`solve_convergent_beam` (its thicknesses; ``thickness``,
-        ``repetitions`` and ``kwargs`` are then ignored).
+        ``repetitions`` and ``kwargs`` must then be left out).
+    output, overwrite, resume
+        Stream to a NetCDF file through a crash-safe store, as :func:`temsim.scan`.
+    settings : ExecutionSettings, optional
+        Batch size, memory limit, progress (the assembly runs on the host).
+    batch_size : int, optional
+        Probe positions assembled together (kept for existing scripts; or ``settings``).
     **kwargs
         Passed to :func:`solve_convergent_beam`.
 
@@ -246,40 +301,28 @@ def bloch_scan(probe, atoms, detectors: Mapping[str, object], zone_axis=(0, 0, 1
     """
     from temsim.positions import GridScan, nyquist_sampling
 
+    settings = resolve_settings(settings, batch_size=batch_size)
+    if settings.device != "cpu":
+        raise InputError("bloch_scan assembles probes on the host; use ExecutionSettings(device='cpu') (the default)")
     if not detectors:
         raise InputError("give at least one detector, e.g. detectors={'HAADF': temsim.AnnularDetector(70, 200)}")
     if solution is None:
-        t = _check_thickness(thickness)
-        sol = solve_convergent_beam(probe, atoms, zone_axis, t, repetitions=repetitions, **kwargs)
+        sol = solve_convergent_beam(probe, atoms, zone_axis, _check_thickness(thickness), repetitions=repetitions,
+                                    **kwargs)
     else:
-        sol, t = solution, solution.thickness
-    grid = sol.grid
-    xp = np
-    compiled = {name: det.compile(grid, probe.energy, xp) for name, det in detectors.items()}
-    resolved = (GridScan() if scan is None else scan).resolve(grid.extent,
-                                                             nyquist_sampling(probe.semiangle_cutoff, probe.energy))
-    attrs = _attrs(sol)
-    attrs.update(signal="stem", semiangle_cutoff=probe.semiangle_cutoff)
-    variables = {}
-    per_thickness = {name: [] for name in compiled}
-    for it in range(len(t)):
-        values = {name: [] for name in compiled}
-        for start in range(0, len(resolved), int(batch_size)):
-            intensity = sol.intensities(resolved.positions[start:start + int(batch_size)], it).astype(np.float32)
-            for name, det in compiled.items():
-                values[name].append(np.asarray(det.measure(intensity)))
-        for name, det in compiled.items():
-            raw = np.concatenate(values[name])
-            per_thickness[name].append(det.finalize(raw.reshape(resolved.shape + raw.shape[1:]), resolved, attrs))
-    for name in compiled:
-        da = xr.concat(per_thickness[name], dim="thickness")
-        variables[name] = da.assign_coords(thickness=("thickness", t, {"units": "Å"}))
-    return xr.Dataset(variables, attrs=attrs)
+        if kwargs:
+            raise InputError(f"with solution= the solver settings are the solution's; remove {sorted(kwargs)}")
+        sol = solution
+    resolved = (GridScan() if scan is None else scan).resolve(sol.grid.extent,
+                                                              nyquist_sampling(probe.semiangle_cutoff, probe.energy))
+    attrs = {"signal": "stem"}
+    if resolved.kind == "grid":
+        attrs["scan_step"] = list(resolved.step)
+    return run_scan(BlochEngine(sol, settings.dtype), probe, detectors, resolved, settings=settings, output=output,
+                    overwrite=overwrite, resume=resume, attrs=attrs)
 
 
 def _attrs(sol: ConvergentBeamSolution) -> dict:
-    import temsim
-
     probe = sol.probe
     return {
         "solver": "bloch",
@@ -293,5 +336,5 @@ def _attrs(sol: ConvergentBeamSolution) -> dict:
         "gpts": list(sol.grid.gpts),
         "incident_directions": int(len(sol.directions)),
         "beams_per_direction_max": int(sol.num_beams.max()),
-        "temsim_version": temsim.__version__,
+        "temsim_version": __version__,
     }

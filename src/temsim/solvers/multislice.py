@@ -16,16 +16,21 @@ The kernel works on any array namespace (numpy, cupy, array_api_strict).
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
 import xarray as xr
 
+from temsim._version import __version__
 from temsim.backend import FFTPlan, array_namespace, fft2, ifft2, to_numpy
 from temsim.constants import interaction_parameter, wavelength
-from temsim.errors import InputError, SamplingError
+from temsim.errors import AccuracyWarning, InputError, SamplingError
 from temsim.grid import Grid
+from temsim.progress import progress_bar
+from temsim.settings import ExecutionSettings, resolve_settings
+from temsim.solvers.engine import Engine
 
 __all__ = [
     "transmission_function",
@@ -34,6 +39,7 @@ __all__ = [
     "propagate",
     "multislice",
     "check_plane_wave_sampling",
+    "MultisliceEngine",
 ]
 
 #: Below this band limit (mrad) a grid cannot hold even the low-order diffraction of a crystal.
@@ -191,8 +197,8 @@ def _save_indices(num_slices: int, save_every: int | None) -> list[int]:
     return indices
 
 
-def multislice(wave, potential, save_every: int | None = None, *, dtype: str = "complex64",
-               device: str = "cpu", progress: bool = False) -> xr.DataArray:
+def multislice(wave, potential, save_every: int | None = None, *, settings: ExecutionSettings | None = None,
+               dtype: str | None = None, device: str | None = None, progress: bool | None = None) -> xr.DataArray:
     """Exit wave(s) of a plane wave propagated through ``potential``.
 
     Parameters
@@ -204,12 +210,11 @@ def multislice(wave, potential, save_every: int | None = None, *, dtype: str = "
     save_every : int, optional
         Also return the wave after every ``save_every`` slices (a thickness series);
         the exit wave is always included.
-    dtype : {"complex64", "complex128"}
-        Precision of the propagation.
-    device : {"cpu", "gpu"}
-        Where to run (``"gpu"`` needs cupy).
-    progress : bool
-        Show a progress bar over slices.
+    settings : ExecutionSettings, optional
+        Device, precision, FFT threads and progress bar (default: CPU, complex64, no bar).
+    dtype, device, progress
+        The same as single keywords (kept for existing scripts; not together with a
+        different value in ``settings``).
 
     Returns
     -------
@@ -227,30 +232,31 @@ def multislice(wave, potential, save_every: int | None = None, *, dtype: str = "
     >>> exit_wave.dims
     ('x', 'y')
     """
-    from temsim.backend import get_namespace
     from temsim.waves import PlaneWave
 
     if not isinstance(wave, PlaneWave):
         raise InputError(
             f"multislice takes a temsim.PlaneWave, got {type(wave).__name__}; for probes use temsim.scan"
         )
-    xp = get_namespace(device)
+    settings = resolve_settings(settings, dtype=dtype, device=device, progress=progress)
+    xp, dtype = settings.xp, settings.dtype
     grid = wave.resolve_grid(potential.grid)
     check_plane_wave_sampling(grid, wave.energy)
-    stack = SliceStack(potential, wave.energy, xp, wave.tilt, dtype)
-    plan = FFTPlan(grid.gpts, xp, dtype)
-    plan.load(wave.build(grid, xp, dtype))
     indices = _save_indices(potential.num_slices, save_every)
     saved = []
-    bar = _progress(potential.num_slices, progress, "multislice")
+    with settings.activate():
+        stack = SliceStack(potential, wave.energy, xp, wave.tilt, dtype)
+        plan = FFTPlan(grid.gpts, xp, dtype)
+        plan.load(wave.build(grid, xp, dtype))
+        bar = progress_bar(potential.num_slices, bool(settings.progress), "multislice")
 
-    def on_slice(i):
-        bar.update(1)
-        if i in indices:
-            saved.append(to_numpy(plan.buffer).copy())
+        def on_slice(i):
+            bar.update(1)
+            if i in indices:
+                saved.append(to_numpy(plan.buffer).copy())
 
-    propagate(plan, stack, on_slice=on_slice)
-    bar.close()
+        propagate(plan, stack, on_slice=on_slice)
+        bar.close()
     limits = np.asarray(potential.slice_limits)
     attrs = _wave_attrs(wave, potential, grid, dtype)
     coords = {"x": ("x", grid.x(), {"units": "Å"}), "y": ("y", grid.y(), {"units": "Å"})}
@@ -263,8 +269,6 @@ def multislice(wave, potential, save_every: int | None = None, *, dtype: str = "
 
 
 def _wave_attrs(wave, potential, grid: Grid, dtype: str) -> dict:
-    import temsim
-
     return {
         "signal": "exit_wave",
         "energy": wave.energy,
@@ -280,21 +284,125 @@ def _wave_attrs(wave, potential, grid: Grid, dtype: str) -> dict:
         "parametrization": potential.parametrization,
         "projection": potential.projection,
         "dtype": dtype,
-        "temsim_version": temsim.__version__,
+        "temsim_version": __version__,
     }
 
 
-class _NullBar:
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
+#: Old private name of :func:`temsim.progress.progress_bar` (kept while callers move).
+_progress = progress_bar
 
 
-def _progress(total: int, enabled: bool, description: str, unit: str = "slice"):
-    if not enabled:
-        return _NullBar()
-    from tqdm.auto import tqdm
+class MultisliceEngine(Engine):
+    """STEM probes propagated through the specimen slice by slice (the solver-engine protocol).
 
-    return tqdm(total=total, desc=description, unit=unit)
+    One :class:`SliceStack` per frozen-phonon configuration; in-place FFT plans per batch
+    size. Exit planes are the slices in ``save_slices`` (default the last): at an
+    intermediate plane the wave is copied and transformed; at the last one the final
+    backward/forward FFT pair is skipped (the propagation ends in Fourier space).
+
+    Parameters
+    ----------
+    probe : Probe
+    configurations : sequence of Potential
+        Static potentials (one per frozen-phonon configuration) on ``grid``.
+    grid : Grid
+    xp : namespace
+    dtype : {"complex64", "complex128"}
+    save_slices : sequence of int, optional
+        Slice indices after which intensities are produced (a thickness series).
+    """
+
+    name = "multislice"
+
+    def __init__(self, probe, configurations, grid: Grid, xp, dtype: str = "complex64", save_slices=None):
+        self.probe = probe
+        self.detector_grid = grid
+        self.xp = xp
+        self.dtype = dtype
+        self.num_configurations = len(configurations)
+        budget = max(256 * 1024**2, (2 * 1024**3) // max(1, len(configurations)))
+        self.stacks = [SliceStack(p, probe.energy, xp, probe.tilt, dtype, cache_bytes=budget) for p in configurations]
+        num_slices = configurations[0].num_slices
+        self.series = save_slices is not None
+        self.save_slices = sorted({int(i) for i in (save_slices or [num_slices - 1])} | {num_slices - 1})
+        self.thicknesses = np.asarray(configurations[0].slice_limits)[np.asarray(self.save_slices) + 1]
+        self._plans: dict = {}
+        self.n_pixels = grid.gpts[0] * grid.gpts[1]
+
+    def _plan(self, n: int, which: str = "main") -> FFTPlan:
+        if (n, which) not in self._plans:
+            self._plans[(n, which)] = FFTPlan((n,) + self.detector_grid.gpts, self.xp, self.dtype)
+        return self._plans[(n, which)]
+
+    def _spectra(self, config_index: int, positions, defocus: float):
+        """Yield ``(thickness index, F[ψ])`` (unnormalized spectra, in a plan's buffer) per exit plane."""
+        plan = self._plan(len(positions))
+        if isinstance(plan.buffer, np.ndarray):
+            self.probe.spectrum(self.detector_grid, positions, self.xp, self.dtype, defocus, out=plan.buffer)
+        else:
+            plan.load(self.probe.spectrum(self.detector_grid, positions, self.xp, self.dtype, defocus))
+        plan.backward()
+        stack = self.stacks[config_index]
+        start = 0
+        last = self.save_slices[-1]
+        for t, index in enumerate(self.save_slices):
+            if index == last:
+                # the last slice's backward FFT and the forward FFT to the detector plane cancel:
+                # stop in Fourier space (buffer = F[ψ_exit]/N) and rescale, one FFT pair fewer
+                propagate(plan, stack, start, index + 1, end_in_fourier=True)
+                plan.buffer *= float(self.n_pixels)
+                yield t, plan.buffer
+            else:
+                propagate(plan, stack, start, index + 1)
+                side = self._plan(len(positions), "plane")
+                side.load(plan.buffer)
+                side.forward()
+                yield t, side.buffer
+            start = index + 1
+
+    def intensities(self, config_index: int, positions, defocus: float):
+        for t, spectrum in self._spectra(config_index, positions, defocus):
+            xp = self.xp
+            real = xp.real(spectrum)
+            imag = xp.imag(spectrum)
+            yield t, (real * real + imag * imag) * (1.0 / self.n_pixels)
+
+    def amplitudes(self, config_index: int, positions, defocus: float):
+        for t, spectrum in self._spectra(config_index, positions, defocus):
+            yield t, spectrum * (1.0 / math.sqrt(self.n_pixels))
+
+    def check(self) -> None:
+        probe_tail_warning(self.probe, self.detector_grid)
+
+
+#: Fraction of the probe's intensity beyond half the cell that triggers the wrap-around warning.
+PROBE_TAIL_TOLERANCE = 0.02
+
+
+def probe_tail_warning(probe, grid) -> None:
+    """Warn when more than 2% of the probe's intensity lies beyond half the cell from its centre.
+
+    The cell is periodic, so that part of the probe overlaps its own periodic images.
+    """
+    from temsim.grid import Grid
+
+    radius = 0.5 * min(grid.extent)
+    # the probe on a 4x larger cell (same sampling) is free of wrap-around for small cells
+    # and a sampling just fine enough to hold the aperture (Nyquist 1.5 α/λ) keeps it cheap
+    factor = 4 if min(grid.extent) < 40.0 else 1
+    coarse = probe.wavelength / (3 * probe.semiangle_cutoff * 1e-3)
+    reference = Grid.from_sampling(tuple(e * factor for e in grid.extent), max(coarse, max(grid.sampling)))
+    intensity = probe.intensity(reference, (0.0, 0.0))
+    x = np.minimum(reference.x(), reference.extent[0] - reference.x())
+    y = np.minimum(reference.y(), reference.extent[1] - reference.y())
+    outside = intensity[(x[:, None] ** 2 + y[None, :] ** 2) > radius**2].sum() / intensity.sum()
+    if outside > PROBE_TAIL_TOLERANCE:
+        warnings.warn(
+            f"{outside:.1%} of the probe's intensity lies farther than {radius:.1f} Å (half the "
+            f"{grid.extent[0]:.1f}×{grid.extent[1]:.1f} Å cell) from its centre: the probe's tails wrap around and "
+            "overlap its periodic images; tile the structure (temsim.structure.tile) for an isolated probe, "
+            "or ignore this for an intentionally periodic calculation",
+            AccuracyWarning,
+            stacklevel=4,
+        )
+

@@ -52,8 +52,10 @@ from typing import Sequence
 import numpy as np
 
 from temsim.backend import FFTPlan, fft2, is_numpy_namespace
-from temsim.errors import AccuracyWarning, InputError, MemoryLimitError
+from temsim.errors import AccuracyWarning, InputError
 from temsim.grid import Grid, is_fft_friendly
+from temsim.memory import available_memory, require
+from temsim.solvers.engine import MEAN_CONFIGURATION, Engine
 from temsim.solvers.multislice import SliceStack, propagate
 
 __all__ = [
@@ -65,9 +67,6 @@ __all__ = [
     "window_tail_fraction",
     "MEAN_CONFIGURATION",
 ]
-
-#: ``config_index`` that selects the mean S-matrix over configurations (the elastic wave).
-MEAN_CONFIGURATION = -1
 
 #: Fraction of the probe's intensity outside the window above which PRISM warns.
 WINDOW_TAIL_TOLERANCE = 0.02
@@ -217,13 +216,13 @@ def window_tail_fraction(probe, window_extent, sampling: float, defocus_offset: 
     return float(intensity[~inside].sum() / intensity.sum())
 
 
-class PrismEngine:
+class PrismEngine(Engine):
     """S-matrices of a probe's plane waves and the probes assembled from them.
 
-    Built by :func:`prism_engine`; used by :func:`temsim.solvers.stem.scan` through
-    :meth:`intensities` (and :meth:`amplitudes`). The S-matrix of a configuration is built
-    when first asked for and kept until another configuration is asked for, so callers
-    should loop over configurations outermost (``scan`` does: :attr:`config_outer`).
+    Built by :func:`prism_engine`; a solver engine (:mod:`temsim.solvers.engine`) used by the
+    scan driver through :meth:`intensities` (and :meth:`amplitudes`). The S-matrix of a
+    configuration is built when first asked for and kept until another configuration is
+    asked for, so configurations are the outermost loop (:attr:`config_outer`).
 
     Attributes
     ----------
@@ -234,13 +233,19 @@ class PrismEngine:
         FFT indices of the plane waves on the cell's grid.
     """
 
+    name = "prism"
     config_outer = True
+    #: PRISM assembles probes in groups whose windows overlap; batches of several scan rows
+    #: let the groups be compact (less of each group's matrix product is wasted).
+    batch_cap = 1024
 
     def __init__(self, probe, configurations: Sequence, grid: Grid, factors: tuple[int, int], xp,
                  dtype: str = "complex64", save_slices: Sequence[int] | None = None,
-                 keep_mean: bool = False, memory_limit: int = 2 * 1024**3):
+                 keep_mean: bool = False, memory_limit: int = 2 * 1024**3, series: bool = False):
         self.probe = probe
         self.configurations = list(configurations)
+        self.num_configurations = len(self.configurations)
+        self.series = bool(series)
         self.grid = grid
         self.factors = factors
         self.xp = xp
@@ -452,7 +457,23 @@ class PrismEngine:
         parts = [spectrum[:, :, :pos], zeros, spectrum[:, :, pos:]]
         return xp.concat(parts, axis=2)
 
-    def amplitudes(self, config_index: int, positions, defocus_offset: float = 0.0, thickness_index: int = -1):
+    def intensities(self, config_index: int, positions, defocus: float):
+        for t in range(len(self.save_slices)):
+            yield t, self.intensities_at(config_index, positions, defocus, t)
+
+    def amplitudes(self, config_index: int, positions, defocus: float):
+        for t in range(len(self.save_slices)):
+            yield t, self.amplitudes_at(config_index, positions, defocus, t)
+
+    def attrs(self) -> dict:
+        return {"solver": self.name, "prism_interpolation": list(self.factors),
+                "prism_window": list(self.detector_grid.extent), "prism_window_gpts": list(self.detector_grid.gpts),
+                "prism_plane_waves": int(self.num_beams)}
+
+    def check(self) -> None:
+        self.check_window()
+
+    def amplitudes_at(self, config_index: int, positions, defocus_offset: float = 0.0, thickness_index: int = -1):
         """Diffraction amplitudes ``(n, *detector_grid.gpts)``, FFT order, ``Σ|·|² ≈ 1`` each."""
         xp = self.xp
         waves = self.windows(config_index, positions, defocus_offset, thickness_index)
@@ -460,7 +481,7 @@ class PrismEngine:
         spectrum = fft2(waves) * (1.0 / math.sqrt(self.window_gpts[0] * self.window_gpts[1]))
         return self._pad(xp.astype(spectrum, getattr(xp, self.dtype)))
 
-    def intensities(self, config_index: int, positions, defocus_offset: float = 0.0, thickness_index: int = -1):
+    def intensities_at(self, config_index: int, positions, defocus_offset: float = 0.0, thickness_index: int = -1):
         """Diffraction intensities ``(n, *detector_grid.gpts)`` (fractions of the beam), FFT order."""
         xp = self.xp
         waves = xp.asarray(self.windows(config_index, positions, defocus_offset, thickness_index))
@@ -493,7 +514,7 @@ class PrismEngine:
 
 def prism_engine(probe, configurations: Sequence, grid: Grid, interpolation, xp, dtype: str = "complex64", *,
                  save_slices: Sequence[int] | None = None, keep_mean: bool = False,
-                 memory_limit: int | None = None, check_window: bool = True) -> PrismEngine:
+                 memory_limit: int | None = None, check_window: bool = True, series: bool = False) -> PrismEngine:
     """Validate a PRISM run and return its :class:`PrismEngine` (S-matrices are built lazily).
 
     Parameters
@@ -517,6 +538,8 @@ def prism_engine(probe, configurations: Sequence, grid: Grid, interpolation, xp,
         memory).
     check_window : bool
         Warn when the probe does not fit in the window.
+    series : bool
+        Results are a thickness series (a ``thickness`` dim) rather than one exit plane.
 
     Raises
     ------
@@ -525,8 +548,6 @@ def prism_engine(probe, configurations: Sequence, grid: Grid, interpolation, xp,
     MemoryLimitError
         When the S-matrix does not fit (the message suggests a larger ``f``).
     """
-    from temsim.solvers.stem import available_memory
-
     factors = parse_interpolation(interpolation)
     check_interpolation(grid, factors)
     if not configurations:
@@ -538,17 +559,15 @@ def prism_engine(probe, configurations: Sequence, grid: Grid, interpolation, xp,
     estimate = estimate_prism_memory(probe, grid, factors, n_saved, keep_mean, dtype)
     if estimate["beams"] == 0:
         raise InputError("no plane wave lies inside the probe's aperture on this grid; the cell is too small")
-    if estimate["s_matrix"] > memory_limit:
-        needed = estimate["s_matrix"]
-        suggestion = max(factors) * math.ceil(math.sqrt(needed / memory_limit))
-        raise MemoryLimitError(
+    needed = estimate["s_matrix"]
+    suggestion = max(factors) * math.ceil(math.sqrt(needed / memory_limit))
+    require(needed, memory_limit,
             f"the PRISM S-matrix ({estimate['beams']} plane waves on {estimate['cropped_gpts']} points"
-            f"{f', {n_saved} thicknesses' if n_saved > 1 else ''}) needs {needed / 1024**3:.2f} GiB, more than the "
-            f"{memory_limit / 1024**3:.2f} GiB allowed; raise the interpolation factor (about f={suggestion}, with a "
-            "cell tiled to keep the window larger than the probe), save fewer thicknesses, or coarsen the sampling"
-        )
+            f"{f', {n_saved} thicknesses' if n_saved > 1 else ''})",
+            f"raise the interpolation factor (about f={suggestion}, with a cell tiled to keep the window larger than "
+            "the probe), save fewer thicknesses, or coarsen the sampling")
     engine = PrismEngine(probe, configurations, grid, factors, xp, dtype, save_slices=save_slices,
-                         keep_mean=keep_mean, memory_limit=memory_limit)
+                         keep_mean=keep_mean, memory_limit=memory_limit, series=series)
     if check_window:
         engine.check_window()
     return engine
