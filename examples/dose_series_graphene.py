@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from temsim import Aberrations, PlaneWave, Potential, apply_noise, detector_model, hrtem_image, multislice
+from temsim import Aberrations, PlaneWave, Potential, apply_noise, camera_model, hrtem_image, multislice
 from temsim.structure import graphene, substitute
 
 ENERGY = 80e3  # eV: below graphene's knock-on threshold (~105 kV for 12C)
@@ -56,8 +56,8 @@ def main(argv=None) -> Path:
     image = simulate(args.small).coarsen(x=2, y=2, boundary="trim").mean()  # intensity per area is kept
     image.attrs["signal"] = "image"
     cameras = {
-        "counting camera": detector_model("counting-ded", dqe0=0.85),  # DQE at 80 keV: pass measured values
-        "CCD": detector_model("ccd"),
+        "counting camera": camera_model("counting-ded", dqe0=0.85),  # DQE at 80 keV: pass measured values
+        "CCD": camera_model("ccd"),
     }
     series = {name: apply_noise(image, DOSES, det, seed=2024) for name, det in cameras.items()}
     for name, counts in series.items():

@@ -44,7 +44,7 @@ def simulate(cells_thick: int = CELLS_THICK, scan_n: int = SCAN_N):
         "iCoM": temsim.IntegratedCenterOfMass(),
     }
     positions = temsim.GridScan(start=(0.0, 0.0), end=(A, A), gpts=(scan_n, scan_n))
-    return temsim.scan(probe, potential, detectors, positions, progress=False)
+    return temsim.scan(probe, potential, detectors, positions, settings=temsim.ExecutionSettings(progress=False))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

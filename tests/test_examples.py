@@ -29,7 +29,8 @@ def test_example_runs_small(script, tmp_path):
     output = tmp_path / "output"
     env = {**os.environ, "TEMSIM_EXAMPLE_SMALL": "1", "MPLBACKEND": "Agg"}
     result = subprocess.run(
-        [sys.executable, str(script), "--small", "--output", str(output)],
+        # A deprecated call in an example (its warnings are attributed to __main__) fails.
+        [sys.executable, "-W", "error::DeprecationWarning:__main__", str(script), "--small", "--output", str(output)],
         cwd=tmp_path,
         env=env,
         capture_output=True,
