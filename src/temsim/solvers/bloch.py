@@ -36,10 +36,11 @@ import numpy as np
 import xarray as xr
 
 from temsim._version import __version__
-from temsim.backend import array_namespace, get_namespace, to_numpy
+from temsim.backend import array_namespace, to_numpy
 from temsim.constants import check_energy, interaction_parameter, wavelength
 from temsim.errors import InputError, MemoryLimitError, SamplingError
 from temsim.grid import Grid
+from temsim.settings import ExecutionSettings, resolve_settings
 from temsim.solvers.bloch_beams import (
     DEFAULT_EXCITATION_ERROR_MAX,
     DEFAULT_G_MAX,
@@ -380,10 +381,11 @@ def _place_beams(indices: np.ndarray, amplitudes: np.ndarray, grid: Grid) -> np.
 # ---------------------------------------------------------------------------- drivers
 def solve_bloch(atoms, energy: float, zone_axis=(0, 0, 1), *, g_max: float | None = None,
                 excitation_error_max: float | None = None, tilt=(0.0, 0.0), parametrization="lobato",
-                b_factors=None, absorption: float = 0.0, device: str = "cpu",
+                b_factors=None, absorption: float = 0.0, device: str | None = None,
                 memory_limit: int | None = None, potential_cutoff: float | None = None,
                 crystal: OrientedCrystal | None = None, holz: bool = False,
-                holz_slice: float | None = None, symmetry: bool = True) -> BlochWaves:
+                holz_slice: float | None = None, symmetry: bool = True,
+                settings: ExecutionSettings | None = None) -> BlochWaves:
     """Set up and diagonalize the Bloch-wave problem of a crystal (see :func:`bloch`).
 
     ``potential_cutoff`` (1/Å) band-limits the potential: V_{g−h} = 0 for |g − h| above it
@@ -394,9 +396,12 @@ def solve_bloch(atoms, energy: float, zone_axis=(0, 0, 1), *, g_max: float | Non
     reduce the eigenproblem to one row per orbit of beams related by the projection's point
     symmetry (SrTiO3 [001]: 845 beams → 120 orbits), found by testing the candidate operations on
     the centred structure-factor table and the excitation errors; the amplitudes are the same as
-    without it (tested to 1e-10).
+    without it (tested to 1e-10). ``settings`` (:class:`~temsim.settings.ExecutionSettings`)
+    gives the device and memory limit (or the single keywords ``device``, ``memory_limit``).
     """
     from temsim.waves import check_tilt
+
+    settings = resolve_settings(settings, device=device, memory_limit=memory_limit)
 
     energy = check_energy(energy)
     tilt = check_tilt(tilt)
@@ -415,12 +420,12 @@ def solve_bloch(atoms, energy: float, zone_axis=(0, 0, 1), *, g_max: float | Non
     from temsim.solvers.bloch_holz import DEFAULT_HOLZ_SLICE
 
     holz_slice = DEFAULT_HOLZ_SLICE if holz_slice is None else _check_positive(holz_slice, "holz_slice", "Å")
-    xp = get_namespace(device)
+    xp = settings.xp
     if crystal is None:
         crystal = orient_crystal(atoms, zone_axis)
     beams = select_beams(crystal, energy, g_max, s_max, tilt, parametrization, b_factors, along_beam=bool(holz))
     n = len(beams)
-    _check_memory(n, memory_limit, g_max)
+    _check_memory(n, settings.memory_limit, g_max)
     if potential_cutoff is not None:
         potential_cutoff = _check_positive(potential_cutoff, "potential_cutoff", "1/Å")
     lam = wavelength(energy)
@@ -562,8 +567,8 @@ def _check_memory(n: int, memory_limit, g_max: float) -> None:
 
 def bloch(atoms, energy: float, zone_axis=(0, 0, 1), thickness=(100.0,), *, g_max: float | None = None,
           excitation_error_max: float | None = None, tilt=(0.0, 0.0), parametrization="lobato", b_factors=None,
-          absorption: float = 0.0, device: str = "cpu", memory_limit: int | None = None, holz: bool = False,
-          holz_slice: float | None = None) -> xr.Dataset:
+          absorption: float = 0.0, device: str | None = None, memory_limit: int | None = None, holz: bool = False,
+          holz_slice: float | None = None, settings: ExecutionSettings | None = None) -> xr.Dataset:
     """Beam amplitudes and intensities of a perfect crystal vs thickness by Bloch waves.
 
     Parameters
@@ -593,9 +598,9 @@ def bloch(atoms, energy: float, zone_axis=(0, 0, 1), thickness=(100.0,), *, g_ma
         κ of the absorptive potential ``iκV`` (0 ≤ κ < 1; 0.05–0.1 is typical of the
         Hashimoto–Howie–Whelan estimate). Default 0: no absorption.
     device : {"cpu", "gpu"}
-        Where the eigenproblem is solved (``"gpu"``: cupy's eigensolver).
+        Where the eigenproblem is solved (``"gpu"``: cupy's eigensolver); or ``settings``.
     memory_limit : int, optional
-        Bytes allowed for the eigenproblem (default half the available memory).
+        Bytes allowed for the eigenproblem (default half the available memory); or ``settings``.
     holz : bool
         Keep the crystal's structure along the beam (all higher-order Laue zones): the Bloch
         waves are the eigenmodes of the period propagator built from sub-slices of the 3-D
@@ -606,6 +611,8 @@ def bloch(atoms, energy: float, zone_axis=(0, 0, 1), thickness=(100.0,), *, g_ma
     holz_slice : float, optional
         Largest sub-slice thickness (Å) of the period propagator (default 0.0625 Å: about
         0.1 % of the incident beam for SrTiO3 [001] at 50 nm); the error falls as its square.
+    settings : ExecutionSettings, optional
+        Device and memory limit of the eigenproblem.
 
     Returns
     -------
@@ -635,7 +642,8 @@ def bloch(atoms, energy: float, zone_axis=(0, 0, 1), thickness=(100.0,), *, g_ma
     t = _check_thickness(thickness)
     solution = solve_bloch(atoms, energy, zone_axis, g_max=g_max, excitation_error_max=excitation_error_max,
                            tilt=tilt, parametrization=parametrization, b_factors=b_factors, absorption=absorption,
-                           device=device, memory_limit=memory_limit, holz=holz, holz_slice=holz_slice)
+                           device=device, memory_limit=memory_limit, holz=holz, holz_slice=holz_slice,
+                           settings=settings)
     return solution.to_dataset(t)
 
 
