@@ -2,6 +2,7 @@
 
 import copy
 import math
+import os
 
 import numpy as np
 import pytest
@@ -213,3 +214,23 @@ def test_cli_version_and_jobs(capsys):
         with pytest.raises(SystemExit) as exit_:
             main(["plan", "--example", "graphene-si", "--jobs", jobs])
         assert exit_.value.code == 2 and "--jobs" in capsys.readouterr().err
+
+
+def test_pixelated_mode_across_energies_and_its_report(tmp_path):
+    """A diffraction detector of fixed angular reach records different k ranges at two energies:
+    the rates share one k axis (1/Å), with NaN where a energy records nothing, and the
+    limits use the recorded channels only; the report displays it as iCoM."""
+    from temsim.report import write_report
+
+    study = _small_study(phonons=False, modes=(Mode("4D-STEM", max_angle=40.0, binning=2),))
+    result = plan(study, progress=False, monte_carlo_trials=100)
+    rates = result.rates["4D-STEM"]
+    assert rates.dims[-2:] == ("kx", "ky")
+    recorded = {e: int(np.isfinite(rates.sel(energy=e, hypothesis="H0", configuration=0)).sum()) for e in (60e3, 80e3)}
+    assert 0 < recorded[60e3] < recorded[80e3] < rates.sizes["kx"] * rates.sizes["ky"] * 16
+    for energy in (60e3, 80e3):
+        row = result.row("4D-STEM", energy)
+        assert row["channels"] == recorded[energy] and np.isfinite(row["required_dose"])
+        assert np.all(np.isfinite(result.signals[("4D-STEM", energy)]["rate_h0"]))
+    paths = write_report(result, tmp_path)
+    assert all(os.path.getsize(p) > 0 for p in paths.values())

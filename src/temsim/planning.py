@@ -672,7 +672,11 @@ def _signals(study: Study, rates: xr.Dataset) -> dict:
     for mode in study.modes:
         da = rates[mode.label]
         for energy in study.energies:
-            r0s, r1s = _channel_rates(da, energy)
+            recorded = da.sel(energy=energy)
+            for dim in recorded.dims[2:]:  # crop channels not recorded at this energy (NaN), keep the shape
+                recorded = recorded.dropna(dim, how="all")
+            values = recorded.transpose("hypothesis", "configuration", ...).values
+            r0s, r1s = values[0], values[1]
             scan_x, scan_y = (da[c].values if c in da.coords else None for c in ("scan_x", "scan_y"))
             out[(mode.label, energy)] = {
                 "rate_h0": np.mean(r0s, axis=0),

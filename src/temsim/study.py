@@ -156,7 +156,7 @@ class Feature:
             return int(candidates[np.argmin(d)])
         try:
             return st.nearest_site(atoms, tuple(self.site), element=self.host_element)
-        except Exception as err:
+        except (TypeError, ValueError) as err:  # not a position; InputError/StructureError are ValueErrors
             raise StudyError(f"feature.site {self.site!r}: {err}") from None
 
     def apply(self, atoms: Atoms) -> tuple[Atoms, tuple[float, float]]:
