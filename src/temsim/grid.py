@@ -16,6 +16,7 @@ import numpy as np
 
 from temsim.constants import wavelength
 from temsim.errors import InputError, SamplingError
+from temsim.memory import available_memory, require
 
 #: Fraction of the Nyquist frequency kept by the anti-aliasing band limit.
 ANTIALIAS_FRACTION = 2.0 / 3.0
@@ -96,6 +97,10 @@ class Grid:
             raise InputError(f"grid needs at least 2 points along x and y, got {gpts}")
         object.__setattr__(self, "extent", extent)
         object.__setattr__(self, "gpts", gpts)
+        # the least any calculation on this grid holds: one complex128 plane (and k², a mask)
+        need = 32 * gpts[0] * gpts[1]
+        require(need, available_memory(), f"a {gpts[0]}×{gpts[1]} grid ({extent[0]:.4g}×{extent[1]:.4g} Å)",
+                "coarsen the sampling or use a smaller cell")
 
     @classmethod
     def from_sampling(cls, extent, sampling, *, fft_friendly: bool = True) -> "Grid":

@@ -19,8 +19,7 @@ BYTES_PER_PROBE_PIXEL = 32
 DEFAULT_BATCH_MEMORY = 2 * 1024**3
 
 
-def available_memory() -> int:
-    """Bytes of memory this process may still use (``MemAvailable`` on Linux; 8 GiB otherwise)."""
+def _meminfo_available() -> int | None:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -28,7 +27,45 @@ def available_memory() -> int:
                     return int(line.split()[1]) * 1024
     except OSError:  # pragma: no cover - not Linux
         pass
-    return 8 * 1024**3
+    return None
+
+
+def _cgroup_available() -> int | None:
+    """Memory left under a cgroup v2 limit (containers, batch jobs), if there is one."""
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit == "max":
+            return None
+        with open("/sys/fs/cgroup/memory.current") as f:
+            return max(0, int(limit) - int(f.read().strip()))
+    except (OSError, ValueError):
+        return None
+
+
+def _rlimit_available() -> int | None:
+    """Address space left under ``RLIMIT_AS`` (``ulimit -v``), if one is set."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/statm") as f:
+            used = int(f.read().split()[0]) * resource.getpagesize()
+        return max(0, soft - used)
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not Linux
+        return None
+
+
+def available_memory() -> int:
+    """Bytes of memory this process may still use.
+
+    The smallest of the system's ``MemAvailable``, what a cgroup (container) limit leaves and
+    what an address-space limit (``ulimit -v``) leaves; 8 GiB where none can be read.
+    """
+    limits = [v for v in (_meminfo_available(), _cgroup_available(), _rlimit_available()) if v is not None]
+    return min(limits) if limits else 8 * 1024**3
 
 
 def format_bytes(nbytes: float) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from temsim.errors import InputError
+from temsim.memory import available_memory, require
 
 __all__ = ["GridScan", "LineScan", "CustomScan", "nyquist_sampling"]
 
@@ -97,6 +98,9 @@ class GridScan:
                                                   dtype=float), (2,))
             gpts = tuple(max(1, int(math.ceil(length[i] / sampling[i] - 1e-9)) + (1 if self.endpoint else 0))
                          for i in range(2))
+        positions_bytes = 16 * gpts[0] * gpts[1]
+        require(positions_bytes, available_memory() // 4, f"a scan of {gpts[0]}×{gpts[1]} probe positions",
+                "scan a smaller area or use a larger scan step (sampling=)")
         axes = []
         for i in range(2):
             n = gpts[i]
