@@ -4,8 +4,11 @@ Kernels call :func:`array_namespace` on their inputs and use the returned array-
 namespace (numpy, cupy, array_api_strict, ...). FFTs go through :func:`fft2`/:func:`ifft2`
 (new arrays) or :class:`FFTPlan` (in-place, the multislice hot path):
 
-* numpy arrays use pyFFTW with FFTW_MEASURE plans; FFTW's wisdom is kept per process, so
-  a shape is planned once (0.2 s at 256², ~9 s at 4096²) and later plans are instant;
+* numpy arrays use pyFFTW. Plans are made with FFTW_ESTIMATE by default: FFTW then picks
+  the algorithm by rule, so the same inputs give bit-identical results in every run. With
+  ``ExecutionSettings(fft_planning="measure")`` FFTW times candidate algorithms instead
+  (FFTW_MEASURE; 0.2 s at 256², ~9 s at 4096², kept as wisdom for the process): sometimes
+  faster, but the choice — and so the last bits of the results — can differ between runs;
 * cupy arrays use cuFFT through ``cupyx.scipy.fft`` (in place, plan cache of cupy);
 * any other namespace uses its own ``xp.fft``.
 
@@ -36,6 +39,7 @@ __all__ = [
     "FFTPlan",
     "default_threads",
     "fft_threads",
+    "fft_planning",
     "get_namespace",
 ]
 
@@ -65,6 +69,27 @@ def fft_threads(threads: int | None):
         yield
     finally:
         _THREADS.reset(token)
+
+
+#: FFTW planner flag chosen by the running calculation's execution settings.
+_PLANNING: contextvars.ContextVar[str] = contextvars.ContextVar("temsim_fft_planning", default="estimate")
+
+PLANNING_FLAGS = {"estimate": "FFTW_ESTIMATE", "measure": "FFTW_MEASURE"}
+
+
+@contextlib.contextmanager
+def fft_planning(effort: str | None):
+    """Plan the FFTs made inside the ``with`` block with ``effort`` (``"estimate"`` or ``"measure"``)."""
+    if effort is None:
+        yield
+        return
+    if effort not in PLANNING_FLAGS:
+        raise InputError(f"fft_planning must be one of {', '.join(map(repr, PLANNING_FLAGS))}, got {effort!r}")
+    token = _PLANNING.set(effort)
+    try:
+        yield
+    finally:
+        _PLANNING.reset(token)
 
 
 def default_threads() -> int:
@@ -213,9 +238,10 @@ class FFTPlan:
 
     Notes
     -----
-    For numpy, the pyFFTW plan is made with FFTW_MEASURE into a fresh aligned buffer
-    (planning overwrites the buffer, so it is done before any data goes in). FFTW keeps the
-    measured wisdom, so building a second plan of the same shape is instant.
+    For numpy, the pyFFTW plan is made into a fresh aligned buffer (measuring overwrites the
+    buffer, so it is done before any data goes in), with FFTW_ESTIMATE or, inside
+    ``fft_planning("measure")``, FFTW_MEASURE. FFTW keeps measured wisdom, so a second plan
+    of the same shape is instant.
     """
 
     def __init__(self, shape, xp, dtype: str = "complex64", threads: int | None = None):
@@ -227,15 +253,16 @@ class FFTPlan:
         if self._kind == "numpy":
             pyfftw = _pyfftw()
             threads = threads or default_threads()
+            flags = (PLANNING_FLAGS[_PLANNING.get()],)
             self.buffer = pyfftw.empty_aligned(self.shape, dtype=dtype)
             axes = (-2, -1)
             self._forward = pyfftw.FFTW(
                 self.buffer, self.buffer, axes=axes, direction="FFTW_FORWARD",
-                flags=("FFTW_MEASURE",), threads=threads, planning_timelimit=PLANNING_TIME_LIMIT,
+                flags=flags, threads=threads, planning_timelimit=PLANNING_TIME_LIMIT,
             )
             self._backward = pyfftw.FFTW(
                 self.buffer, self.buffer, axes=axes, direction="FFTW_BACKWARD",
-                flags=("FFTW_MEASURE",), threads=threads, normalise_idft=False,
+                flags=flags, threads=threads, normalise_idft=False,
                 planning_timelimit=PLANNING_TIME_LIMIT,
             )
             self.buffer[...] = 0

@@ -21,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from temsim.backend import fft_threads, get_namespace
+from temsim.backend import fft_planning, fft_threads, get_namespace
 from temsim.checks import as_choice, as_number
 from temsim.errors import InputError
 from temsim.memory import DEFAULT_BATCH_MEMORY, available_memory
@@ -51,6 +51,13 @@ class ExecutionSettings:
         FFT threads. Default: every CPU this process may use.
     progress : bool, optional
         Progress bars. Default: shown for runs of more than one batch.
+    fft_planning : {"estimate", "measure"}
+        How FFTW chooses its algorithms. ``"estimate"`` (default) picks them by rule, so the
+        same inputs and seeds give bit-identical numbers in every run on one machine.
+        ``"measure"`` times candidates once per shape (seconds for large grids) and can be
+        faster for some sizes, but may choose differently from run to run, which changes the
+        last bits of results (about 1e-7 relative). Once a process has measured a shape,
+        FFTW reuses that choice for it.
     """
 
     device: Device = "cpu"
@@ -59,9 +66,11 @@ class ExecutionSettings:
     memory_limit: int | None = None
     threads: int | None = None
     progress: bool | None = None
+    fft_planning: Literal["estimate", "measure"] = "estimate"
 
     def __post_init__(self):
         as_choice("device", self.device, ("cpu", "gpu"))
+        as_choice("fft_planning", self.fft_planning, ("estimate", "measure"))
         as_choice("dtype", self.dtype, ("complex64", "complex128"))
         if self.batch_size is not None:
             object.__setattr__(self, "batch_size", as_number("batch_size", self.batch_size, integer=True, minimum=1))
@@ -98,8 +107,8 @@ class ExecutionSettings:
 
     @contextlib.contextmanager
     def activate(self):
-        """Apply the thread count to the FFTs run inside the ``with`` block (restored after)."""
-        with fft_threads(self.threads):
+        """Apply the thread count and FFT planning to the FFTs run inside the ``with`` block."""
+        with fft_threads(self.threads), fft_planning(self.fft_planning):
             yield self
 
 
