@@ -53,8 +53,9 @@ def test_holz_thickness_is_continuous_across_period_boundaries(sto_holz):
 def test_holz_with_only_the_mean_harmonic_is_the_projected_solver():
     """Keeping only l = 0 (the potential averaged along the beam) reproduces the ZOLZ solver."""
     zolz = solve_bloch(srtio3(), E, (0, 0, 1), g_max=2.0)
-    prop = PeriodPropagator.build(zolz.crystal, zolz.beams.indices, zolz.beams.g, E, (0.0, 0.0), "lobato", None,
-                                  None, 0.0, 0.5, l_max=0)
+    prop = PeriodPropagator.build(
+        zolz.crystal, zolz.beams.indices, zolz.beams.g, E, (0.0, 0.0), "lobato", None, None, 0.0, 0.5, l_max=0
+    )
     gamma, w, alpha = propagator_modes(prop, np)
     t = np.array([10.0, 97.3, 503.1])
     np.testing.assert_allclose(holz_amplitudes(prop, gamma, w, alpha, t), zolz.amplitudes(t), atol=1e-9)
@@ -64,8 +65,10 @@ def test_holz_converges_at_second_order_in_the_sub_slice():
     """Halving Δz shrinks the change about four times (second-order splitting)."""
     atoms = bulk("Si", "diamond", a=5.431, cubic=True)
     t = np.arange(1, 131) * 3.8403
-    runs = [np.abs(solve_bloch(atoms, E, (1, 1, 0), g_max=2.0, holz=True, holz_slice=h).amplitudes(t)) ** 2
-            for h in (0.5, 0.25, 0.125)]
+    runs = [
+        np.abs(solve_bloch(atoms, E, (1, 1, 0), g_max=2.0, holz=True, holz_slice=h).amplitudes(t)) ** 2
+        for h in (0.5, 0.25, 0.125)
+    ]
     first, second = np.abs(runs[1] - runs[0]).max(), np.abs(runs[2] - runs[1]).max()
     assert 2.5 < first / second < 6
     assert second < 2e-3

@@ -23,7 +23,9 @@ def test_interaction_parameter_200kev():
     h, m0, e, c = 6.62607015e-34, 9.1093837015e-31, 1.602176634e-19, 299792458.0
     lam = temsim.wavelength(200e3) * 1e-10
     gamma = 1 + e * 200e3 / (m0 * c**2)
-    assert temsim.interaction_parameter(200e3) == pytest.approx(2 * math.pi * gamma * m0 * e * lam / h**2 * 1e-10, rel=1e-6)
+    assert temsim.interaction_parameter(200e3) == pytest.approx(
+        2 * math.pi * gamma * m0 * e * lam / h**2 * 1e-10, rel=1e-6
+    )
 
 
 def test_scattering_factor_conversion_is_47_878():

@@ -47,8 +47,10 @@ def test_aberration_gradient_matches_finite_difference():
     k0, phi0 = 0.6, 0.7
     radial, azimuthal = aberration_gradient(np.array([k0]), np.array([phi0]), energy, ab)
     h = 1e-7
+
     def chi(k, p):
         return aberration_phase(np.array([k]), np.array([p]), energy, ab)[0]
+
     d_alpha = (chi(k0 + h / lam, phi0) - chi(k0 - h / lam, phi0)) / (2 * h)
     d_phi = (chi(k0, phi0 + 1e-6) - chi(k0, phi0 - 1e-6)) / 2e-6 / (k0 * lam)
     assert radial[0] == pytest.approx(d_alpha, rel=1e-5)

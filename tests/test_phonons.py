@@ -165,7 +165,9 @@ def test_parameters_are_frozen_hashable_and_serialisable():
     phonons = FrozenPhonons(sigmas={"Sr": 0.07, "O": (0.1, 0.05), 22: 0.05}, num_configs=2, seed=7)
     with pytest.raises(dataclasses.FrozenInstanceError):
         phonons.seed = 8
-    assert hash(phonons) == hash(FrozenPhonons(sigmas={"O": (0.1, 0.05), "Ti": 0.05, "Sr": 0.07}, num_configs=2, seed=7))
+    assert hash(phonons) == hash(
+        FrozenPhonons(sigmas={"O": (0.1, 0.05), "Ti": 0.05, "Sr": 0.07}, num_configs=2, seed=7)
+    )
     record = json.loads(json.dumps(phonons.to_dict()))
     assert record["sigmas"] == {"O": [0.1, 0.05], "Sr": [0.07, 0.07], "Ti": [0.05, 0.05]}
     assert record["seed"] == 7 and record["model"] == "sigmas"
@@ -214,7 +216,9 @@ def test_missing_elements_are_listed():
 def test_b_factor_sigma_conversion():
     assert b_factor_to_sigma(8 * math.pi**2 * 0.01) == pytest.approx(0.1)
     assert sigma_to_b_factor(b_factor_to_sigma(0.4632)) == pytest.approx(0.4632)
-    assert np.allclose(b_factor_to_sigma(np.array([0.0, 0.5, 1.0])), np.sqrt(np.array([0.0, 0.5, 1.0]) / (8 * math.pi**2)))
+    assert np.allclose(
+        b_factor_to_sigma(np.array([0.0, 0.5, 1.0])), np.sqrt(np.array([0.0, 0.5, 1.0]) / (8 * math.pi**2))
+    )
     phonons = FrozenPhonons(b_factors={"Sr": 0.6, "Ti": 0.4, "O": (0.8, 0.5)})
     table = phonons.sigma_per_atom(srtio3())
     assert np.allclose(sigma_to_b_factor(table[0]), 0.6)
@@ -264,7 +268,9 @@ def test_debye_limits():
     for temperature in (1e4, 1e5):
         classical = 3 * hbar2_over_mk * temperature / theta**2
         x = theta / temperature
-        assert debye_mean_square_displacement(theta, temperature, mass) == pytest.approx(classical * (1 + x * x / 36), rel=1e-6)
+        assert debye_mean_square_displacement(theta, temperature, mass) == pytest.approx(
+            classical * (1 + x * x / 36), rel=1e-6
+        )
     # zero-point motion T = 0: 3ħ²/(4 M k_B Θ), approached continuously
     zero_point = 3 * hbar2_over_mk / (4 * theta)
     assert debye_mean_square_displacement(theta, 0.0, mass) == pytest.approx(zero_point, rel=1e-8)

@@ -9,7 +9,8 @@ import pytest
 from ase import Atoms
 from scipy.integrate import quad
 
-from temsim.constants import BOHR_RADIUS, SCATTERING_FACTOR_TO_VOLT_A2 as K
+from temsim.constants import BOHR_RADIUS
+from temsim.constants import SCATTERING_FACTOR_TO_VOLT_A2 as K
 from temsim.errors import InputError, StructureError
 from temsim.potentials import (
     PARAMETRIZATIONS,
@@ -61,7 +62,7 @@ def test_real_space_potentials_integrate_to_scattering_factor(name, symbol):
     assert area == pytest.approx(total, rel=1e-6)
     # v_z is the z-integral of V
     for r0 in (0.1, 0.5, 1.5):
-        line = 2 * quad(lambda z: p.potential(Z, math.hypot(r0, z)), 0, np.inf, limit=400)[0]
+        line = 2 * quad(lambda z, r0=r0: p.potential(Z, math.hypot(r0, z)), 0, np.inf, limit=400)[0]
         assert line == pytest.approx(float(p.projected_potential(Z, r0)), rel=1e-6)
 
 
@@ -78,8 +79,9 @@ def test_finite_projection_fourier_is_additive_and_symmetric(name):
         whole = p.projected_potential_fourier(Z, k)
         np.testing.assert_allclose(a + b + c, whole, rtol=1e-12)
         np.testing.assert_allclose(p.finite_projection_fourier(Z, k, -np.inf, 0.0), 0.5 * whole, rtol=1e-12)
-        np.testing.assert_allclose(p.finite_projection_fourier(Z, k, -0.4, 0.0),
-                                   p.finite_projection_fourier(Z, k, 0.0, 0.4), rtol=1e-12)
+        np.testing.assert_allclose(
+            p.finite_projection_fourier(Z, k, -0.4, 0.0), p.finite_projection_fourier(Z, k, 0.0, 0.4), rtol=1e-12
+        )
         assert np.all(b > 0) and np.all(b < whole)
 
 
@@ -125,8 +127,13 @@ def test_scattering_factor_broadcasts_and_cutoff_radius():
 @pytest.mark.parametrize("projection", ["infinite", "finite"])
 @pytest.mark.parametrize("symbol", list(ELEMENTS))
 def test_area_integral_equals_scattering_factor(name, projection, symbol):
-    pot = Potential(single_atom(symbol, xy=(4.013, 3.977)), sampling=0.1, slice_thickness=0.5,
-                    parametrization=name, projection=projection)
+    pot = Potential(
+        single_atom(symbol, xy=(4.013, 3.977)),
+        sampling=0.1,
+        slice_thickness=0.5,
+        parametrization=name,
+        projection=projection,
+    )
     v = pot.projected().values
     dx, dy = pot.grid.sampling
     expected = K * float(load_parametrization(name).scattering_factor(ELEMENTS[symbol], 0.0))
@@ -143,8 +150,7 @@ def test_fourier_map_matches_analytic_projected_potential_away_from_nucleus():
         X, Y = np.meshgrid(pot.grid.x(), pot.grid.y(), indexing="ij")
         r = np.hypot(X - xy[0], Y - xy[1])
         sel = (r > 3 * pot.grid.sampling[0]) & (r < 4)
-        ref = projected_potential_at([ELEMENTS[symbol]], [xy], np.stack([X[sel], Y[sel]], 1),
-                                     cell=(12, 12), images=1)
+        ref = projected_potential_at([ELEMENTS[symbol]], [xy], np.stack([X[sel], Y[sel]], 1), cell=(12, 12), images=1)
         assert np.max(np.abs(v[sel] - ref)) < 0.025 * v.max()
 
 
@@ -172,8 +178,9 @@ def test_exact_placement_at_subpixel_offsets():
         # the test allows 0.5% of the peak as the brief requires
         ref = np.interp(r[sel], r_grid, radial)
         assert np.max(np.abs(v[sel] - ref)) < 0.005 * v.max()
-        shifted = np.fft.ifft2(np.fft.fft2(v0) * np.exp(
-            -2j * np.pi * (kx[:, None] * shift[0] + ky[None, :] * shift[1]))).real
+        shifted = np.fft.ifft2(
+            np.fft.fft2(v0) * np.exp(-2j * np.pi * (kx[:, None] * shift[0] + ky[None, :] * shift[1]))
+        ).real
         assert np.max(np.abs(shifted - v)) < 1e-4 * v.max()
 
 
@@ -231,8 +238,7 @@ def test_iter_slices_sum_to_projected_and_slice_keys_repeat():
     pot2 = Potential(moved, sampling=0.15, slice_thickness=3.905 / 2)
     assert pot2.slice_key(0) != pot.slice_key(0) and pot2.slice_key(2) == pot.slice_key(2)
     # finite projection: interior slices repeat too
-    fin = Potential(strontium_titanate((1, 1, 6)), sampling=0.2, slice_thickness=3.905 / 2,
-                    projection="finite")
+    fin = Potential(strontium_titanate((1, 1, 6)), sampling=0.2, slice_thickness=3.905 / 2, projection="finite")
     fkeys = [fin.slice_key(i) for i in range(fin.num_slices)]
     assert fkeys[4] == fkeys[6] and fkeys[5] == fkeys[7] and fkeys[4] != fkeys[5]
 
@@ -256,8 +262,7 @@ def test_projected_dataarray_and_slices_metadata():
 def test_array_api_strict_matches_numpy():
     xps = pytest.importorskip("array_api_strict")
     for projection in ("infinite", "finite"):
-        pot = Potential(strontium_titanate((1, 1, 1)), sampling=0.2, slice_thickness=3.905 / 2,
-                        projection=projection)
+        pot = Potential(strontium_titanate((1, 1, 1)), sampling=0.2, slice_thickness=3.905 / 2, projection=projection)
         ref = list(pot.iter_slices())
         strict = list(pot.iter_slices(xp=xps))
         for a, b in zip(ref, strict):

@@ -3,14 +3,15 @@
 import array_api_strict
 import numpy as np
 import pytest
+from test_multislice import smooth_field
 
 import temsim
 from temsim.backend import to_numpy
 from temsim.detectors import AnnularDetector, PixelatedDetector, annular_preset
 from temsim.grid import Grid
 from temsim.phonons import FrozenPhonons
-from temsim.potentials.array_potential import ArrayPotential
 from temsim.positions import CustomScan, GridScan
+from temsim.potentials.array_potential import ArrayPotential
 from temsim.solvers.prism import (
     estimate_prism_memory,
     parse_interpolation,
@@ -20,8 +21,6 @@ from temsim.solvers.prism import (
 )
 from temsim.structure import srtio3, tile
 from temsim.waves import Probe
-
-from test_multislice import smooth_field
 
 PERIODIC = pytest.mark.filterwarnings("ignore::temsim.errors.AccuracyWarning")  # small periodic cells on purpose
 
@@ -42,8 +41,12 @@ def small_srtio3(phonons=None, reps=(2, 2, 2)):
 def test_interpolation_one_equals_multislice_for_every_detector(rng):
     """f = 1 uses every plane wave of the cell: PRISM is then multislice, by linearity."""
     potential = random_specimen(rng)
-    detectors = {"HAADF": AnnularDetector(40, 66), "ABF": annular_preset("ABF", 20), "BF": annular_preset("BF", 20),
-                 "4D": PixelatedDetector(max_angle=60)}
+    detectors = {
+        "HAADF": AnnularDetector(40, 66),
+        "ABF": annular_preset("ABF", 20),
+        "BF": annular_preset("BF", 20),
+        "4D": PixelatedDetector(max_angle=60),
+    }
     positions = GridScan(start=(5, 5), end=(7, 7), gpts=(3, 3))
     ms = temsim.scan(PROBE, potential, detectors, positions)
     pr = temsim.scan(PROBE, potential, detectors, positions, method="prism", interpolation=1)
@@ -61,9 +64,14 @@ def test_vacuum_probe_is_exact_at_any_interpolation():
     potential = ArrayPotential(np.zeros((1, 120, 120)), (24.0, 24.0), 1.0)
     probe = Probe(energy=200e3, semiangle_cutoff=20.0, aperture_edge=0.0)
     for f in (2, 3):
-        ds = temsim.scan(probe, potential, {"BF": AnnularDetector(0, 21), "DF": AnnularDetector(21, 40),
-                                            "4D": PixelatedDetector()},
-                         CustomScan([(3.1, 7.7), (12.0, 12.0)]), method="prism", interpolation=f)
+        ds = temsim.scan(
+            probe,
+            potential,
+            {"BF": AnnularDetector(0, 21), "DF": AnnularDetector(21, 40), "4D": PixelatedDetector()},
+            CustomScan([(3.1, 7.7), (12.0, 12.0)]),
+            method="prism",
+            interpolation=f,
+        )
         np.testing.assert_allclose(ds.BF.values, 1.0, atol=1e-5)
         np.testing.assert_allclose(ds.DF.values, 0.0, atol=1e-6)
         assert ds["4D"].sizes["kx"] < 120 // f + 1  # the window's coarser reciprocal sampling
@@ -103,8 +111,9 @@ def test_small_window_warns_with_expected_error():
     fraction = window_tail_fraction(PROBE, (3.0, 3.0), 0.25)
     assert 0.05 < fraction < 1  # a 3 Å window cuts a 20 mrad probe's tails
     with pytest.warns(temsim.AccuracyWarning, match=r"outside it: expect errors of about \d+%"):
-        temsim.scan(PROBE, potential, {"BF": AnnularDetector(0, 20)}, CustomScan([(1.0, 1.0)]),
-                    method="prism", interpolation=8)
+        temsim.scan(
+            PROBE, potential, {"BF": AnnularDetector(0, 20)}, CustomScan([(1.0, 1.0)]), method="prism", interpolation=8
+        )
     # the tail fraction falls as the window grows
     assert window_tail_fraction(PROBE, (12.0, 12.0), 0.25) < window_tail_fraction(PROBE, (6.0, 6.0), 0.25) < fraction
 
@@ -225,8 +234,9 @@ def test_potential_configurations_are_static_copies_with_displaced_atoms():
     potential = small_srtio3(phonons)
     configurations = list(potential.configurations())
     assert len(configurations) == 3 and potential.phonons is phonons
-    assert all(c.phonons is None and c.grid == potential.grid and c.num_slices == potential.num_slices
-               for c in configurations)
+    assert all(
+        c.phonons is None and c.grid == potential.grid and c.num_slices == potential.num_slices for c in configurations
+    )
     shift = configurations[0].atoms.positions - potential.atoms.positions
     shift[:, :2] = (shift[:, :2] + 1.0) % potential.grid.extent[0] - 1.0  # undo lateral wrapping
     assert 0.03 < np.std(shift) < 0.2

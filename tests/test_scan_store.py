@@ -52,8 +52,11 @@ def _multislice_case():
     v = rng.normal(size=(3, 64, 64)).astype(np.float32)
     potential = temsim.ArrayPotential(np.abs(np.fft.ifft2(np.fft.fft2(v) * 0.05)).real * 400, (10.0, 10.0), 2.0)
     probe = temsim.Probe(energy=200e3, semiangle_cutoff=20.0)
-    detectors = {"ADF": temsim.AnnularDetector(30, 50), "4D": temsim.PixelatedDetector(max_angle=40),
-                 "iCoM": temsim.IntegratedCenterOfMass()}
+    detectors = {
+        "ADF": temsim.AnnularDetector(30, 50),
+        "4D": temsim.PixelatedDetector(max_angle=40),
+        "iCoM": temsim.IntegratedCenterOfMass(),
+    }
     return probe, potential, detectors, temsim.GridScan(gpts=(8, 8))
 
 
@@ -72,9 +75,19 @@ def run(case: str, output=None, **kwargs):
         probe, potential, detectors, positions = _multislice_case()
         return temsim.scan(probe, potential, detectors, positions, output=output, settings=quiet, **kwargs)
     probe, atoms, detectors = _bloch_case()
-    return temsim.bloch_scan(probe, atoms, detectors, thickness=(40.0, 80.0), repetitions=(2, 2),
-                             scan=temsim.GridScan(gpts=(4, 4)), g_max=3.0, sampling=0.08, output=output,
-                             settings=quiet.replace(batch_size=2), **kwargs)
+    return temsim.bloch_scan(
+        probe,
+        atoms,
+        detectors,
+        thickness=(40.0, 80.0),
+        repetitions=(2, 2),
+        scan=temsim.GridScan(gpts=(4, 4)),
+        g_max=3.0,
+        sampling=0.08,
+        output=output,
+        settings=quiet.replace(batch_size=2),
+        **kwargs,
+    )
 
 
 def _units(case: str) -> int:
@@ -83,8 +96,11 @@ def _units(case: str) -> int:
 
 def _child(case, log, output):
     here = os.path.dirname(os.path.abspath(__file__))
-    return subprocess.Popen([sys.executable, "-c", CHILD, case, str(log), str(output), here],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, case, str(log), str(output), here],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _logged(log) -> list[int]:
@@ -129,8 +145,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(tm
     for name in fresh.data_vars:
         # to complex64 rounding: the child processes may pick other FFTW plans than this one
         scale = float(np.abs(fresh[name].values).max())
-        np.testing.assert_allclose(resumed[name].values, fresh[name].values, rtol=1e-5, atol=1e-5 * scale,
-                                   err_msg=name)
+        np.testing.assert_allclose(resumed[name].values, fresh[name].values, rtol=1e-5, atol=1e-5 * scale, err_msg=name)
         assert resumed[name].dims == fresh[name].dims
 
 
@@ -170,16 +185,18 @@ def test_resume_with_changed_inputs_is_refused_and_foreign_store_named(tmp_path)
 def test_multislice_thickness_series_streams_and_equals_separate_runs(tmp_path):
     probe, potential, detectors, positions = _multislice_case()
     settings = temsim.ExecutionSettings(batch_size=16, progress=False)
-    series = temsim.scan(probe, potential, detectors, positions, save_every=1, settings=settings,
-                         output=tmp_path / "series.nc")
+    series = temsim.scan(
+        probe, potential, detectors, positions, save_every=1, settings=settings, output=tmp_path / "series.nc"
+    )
     assert series["4D"].dims == ("thickness", "scan_x", "scan_y", "kx", "ky")
     np.testing.assert_allclose(series.thickness.values, [2.0, 4.0, 6.0])
     slices = np.stack([np.asarray(s) for s in potential.iter_slices()])
     for index in range(3):
-        thinner = temsim.ArrayPotential(slices[:index + 1], potential.grid.extent, 2.0)
+        thinner = temsim.ArrayPotential(slices[: index + 1], potential.grid.extent, 2.0)
         single = temsim.scan(probe, thinner, detectors, positions, settings=settings)
         assert float(single.thickness) == pytest.approx(2.0 * (index + 1))
         for name in detectors:  # intermediate planes take one more FFT: equal to complex64 rounding
             scale = float(np.abs(single[name].values).max())
-            np.testing.assert_allclose(series[name].values[index], single[name].values, rtol=2e-5,
-                                       atol=2e-5 * scale, err_msg=name)
+            np.testing.assert_allclose(
+                series[name].values[index], single[name].values, rtol=2e-5, atol=2e-5 * scale, err_msg=name
+            )

@@ -4,6 +4,7 @@ import array_api_strict
 import numpy as np
 import pytest
 import xarray as xr
+from test_multislice import smooth_field
 
 import temsim
 from temsim.backend import FFTPlan, to_numpy
@@ -21,13 +22,11 @@ from temsim.detectors import (
 from temsim.grid import Grid
 from temsim.imaging import hrtem_image
 from temsim.optics import Aberrations
-from temsim.potentials.array_potential import ArrayPotential
 from temsim.positions import CustomScan, GridScan, LineScan
+from temsim.potentials.array_potential import ArrayPotential
 from temsim.solvers.multislice import SliceStack, multislice, propagate
 from temsim.solvers.stem import scan
 from temsim.waves import PlaneWave, Probe
-
-from test_multislice import smooth_field
 
 
 def vacuum(n=192, extent=24.0, slices=2):
@@ -79,8 +78,12 @@ def test_reciprocity_bf_stem_equals_hrtem(rng):
     lam = temsim.wavelength(energy)
     beta = 0.5 * lam / extent * 1e3  # half a reciprocal pixel: only k = 0
     stem = scan(probe, potential, {"BF": AnnularDetector(0, beta)}, GridScan(gpts=(n, n)), progress=False)
-    ref = scan(probe, ArrayPotential(np.zeros((1, n, n)), (extent, extent), 1.0), {"BF": AnnularDetector(0, beta)},
-               GridScan(start=(0, 0), end=(1, 1), gpts=(1, 1)))
+    ref = scan(
+        probe,
+        ArrayPotential(np.zeros((1, n, n)), (extent, extent), 1.0),
+        {"BF": AnnularDetector(0, beta)},
+        GridScan(start=(0, 0), end=(1, 1), gpts=(1, 1)),
+    )
     stem_image = stem.BF.values / ref.BF.values[0, 0]
     # HRTEM: the thin specimen's exit wave through the same lens (reciprocity swaps source and detector)
     exit_wave = multislice(PlaneWave(energy=energy), potential, dtype="complex128")
@@ -100,8 +103,13 @@ def test_weak_phase_com_is_gradient_of_probe_convolved_potential(rng):
     v, potential = _weak_object(rng)
     grid = potential.grid
     probe = Probe(energy=energy, semiangle_cutoff=30.0)
-    ds = scan(probe, potential, {"com": CenterOfMass(), "icom": IntegratedCenterOfMass(),
-                                 "idpc": IntegratedDPC(5, 30)}, GridScan(gpts=grid.gpts), progress=False)
+    ds = scan(
+        probe,
+        potential,
+        {"com": CenterOfMass(), "icom": IntegratedCenterOfMass(), "idpc": IntegratedDPC(5, 30)},
+        GridScan(gpts=grid.gpts),
+        progress=False,
+    )
     # probe-convolved potential and its gradient (periodic convolution with |ψ_probe|²)
     p = np.fft.ifftshift(probe.intensity(grid, (grid.extent[0] / 2, grid.extent[1] / 2)))
     p = np.roll(np.roll(p, 0, 0), 0, 1)
@@ -126,9 +134,16 @@ def test_flexible_detector_reproduces_annular(rng):
     v = smooth_field(rng, 160, 16.0, 300.0, 0.15)
     potential = ArrayPotential(np.stack([v, np.roll(v, 40, 0)]), (16.0, 16.0), 2.0)
     probe = Probe(energy=energy, semiangle_cutoff=20.0)
-    ds = scan(probe, potential, {"flex": FlexibleAnnularDetector(step=2.0), "adf": AnnularDetector(40, 80),
-                                 "segments": SegmentedDetector(40, 80, nsegments=6, rings=2)},
-              CustomScan([(8.0, 8.0), (3.0, 5.0)]))
+    ds = scan(
+        probe,
+        potential,
+        {
+            "flex": FlexibleAnnularDetector(step=2.0),
+            "adf": AnnularDetector(40, 80),
+            "segments": SegmentedDetector(40, 80, nsegments=6, rings=2),
+        },
+        CustomScan([(8.0, 8.0), (3.0, 5.0)]),
+    )
     np.testing.assert_allclose(integrate_annular(ds.flex, 40, 80).values, ds.adf.values, rtol=1e-5)
     np.testing.assert_allclose(ds.segments.sum(("ring", "segment")).values, ds.adf.values, rtol=1e-5)
     assert ds.adf.dims == ("scan_position",)
@@ -137,8 +152,12 @@ def test_flexible_detector_reproduces_annular(rng):
 def test_pixelated_detector_conserves_intensity_and_bins():
     potential = vacuum(n=128, extent=16.0)
     probe = Probe(energy=200e3, semiangle_cutoff=15.0)
-    ds = scan(probe, potential, {"full": PixelatedDetector(), "binned": PixelatedDetector(max_angle=30, binning=2)},
-              LineScan(start=(4, 4), end=(8, 8), gpts=3))
+    ds = scan(
+        probe,
+        potential,
+        {"full": PixelatedDetector(), "binned": PixelatedDetector(max_angle=30, binning=2)},
+        LineScan(start=(4, 4), end=(8, 8), gpts=3),
+    )
     # two pixelated detectors with different sampling: their dims get the detector's name
     assert ds.full.dims == ("scan_position", "full_kx", "full_ky")
     np.testing.assert_allclose(ds.full.sum(("full_kx", "full_ky")).values, 1.0, atol=1e-5)
@@ -176,8 +195,9 @@ def test_scan_outside_cell_and_memory_refusal():
 def test_small_cell_warns_about_wrapping_probe():
     potential = vacuum(n=48, extent=4.0)
     with pytest.warns(temsim.AccuracyWarning, match="tails"):
-        scan(Probe(energy=200e3, semiangle_cutoff=10.0), potential, {"BF": AnnularDetector(0, 10)},
-             GridScan(gpts=(1, 1)))
+        scan(
+            Probe(energy=200e3, semiangle_cutoff=10.0), potential, {"BF": AnnularDetector(0, 10)}, GridScan(gpts=(1, 1))
+        )
 
 
 def test_streamed_4d_stays_within_memory_limit_and_is_readable(tmp_path, rng):
@@ -192,8 +212,7 @@ def test_streamed_4d_stays_within_memory_limit_and_is_readable(tmp_path, rng):
     # warm-up: first-use imports (h5netcdf, xarray backends) allocate on their own
     scan(probe, potential, detectors, GridScan(gpts=(2, 2)), output=tmp_path / "warm.nc", progress=False)
     tracemalloc.start()
-    ds = scan(probe, potential, detectors, grid_scan, output=path, memory_limit=limit, batch_size=16,
-              progress=False)
+    ds = scan(probe, potential, detectors, grid_scan, output=path, memory_limit=limit, batch_size=16, progress=False)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     data_bytes = 4 * np.prod(ds["4D"].shape)
@@ -246,8 +265,13 @@ def test_focal_spread_averaging_matches_explicit_defocus_average():
     pos = CustomScan([(6.0, 6.0)])
     averaged = scan(base, potential, detector, pos).BF.values[0]
     offsets, weights = base.defocus_samples()
-    explicit = sum(w * scan(Probe(energy=200e3, semiangle_cutoff=20.0, aberrations=Aberrations(C10=-d)),
-                            potential, detector, pos).BF.values[0] for d, w in zip(offsets, weights))
+    explicit = sum(
+        w
+        * scan(
+            Probe(energy=200e3, semiangle_cutoff=20.0, aberrations=Aberrations(C10=-d)), potential, detector, pos
+        ).BF.values[0]
+        for d, w in zip(offsets, weights)
+    )
     assert averaged == pytest.approx(explicit, rel=1e-5)
 
 
@@ -265,8 +289,10 @@ def test_stem_core_on_array_api_strict_matches_numpy(rng):
         propagate(plan, stack)
         plan.forward()
         intensity = xp.real(plan.buffer * xp.conj(plan.buffer)) / (grid.gpts[0] * grid.gpts[1])
-        values = [to_numpy(det.compile(grid, 200e3, xp).measure(intensity))
-                  for det in (AnnularDetector(20, 50), CenterOfMass(), SegmentedDetector(5, 20))]
+        values = [
+            to_numpy(det.compile(grid, 200e3, xp).measure(intensity))
+            for det in (AnnularDetector(20, 50), CenterOfMass(), SegmentedDetector(5, 20))
+        ]
         out.append(values)
     for a, b in zip(*out):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-7)

@@ -158,7 +158,9 @@ def test_orthogonalize_hexagonal_graphene():
     assert len(shells) == 4 * 3
     assert np.allclose(shells, CC_BOND)
     # and it is the same crystal as the built-in rectangular cell
-    assert np.allclose(neighbour_shells(rect, 5.0, (True, True, False)), neighbour_shells(graphene(), 5.0, (True, True, False)))
+    assert np.allclose(
+        neighbour_shells(rect, 5.0, (True, True, False)), neighbour_shells(graphene(), 5.0, (True, True, False))
+    )
     frac = fractional_xy(rect)
     assert np.all((frac >= 0) & (frac < 1))
 
@@ -219,12 +221,16 @@ def test_orthogonalize_within_tolerance_strains_and_records_it():
 
 
 def test_orthogonalize_failure_reports_best_strain():
-    oblique = Atoms("C", positions=[[0, 0, 0]], cell=[[3.0, 0, 0], [3.0 * math.cos(1.3), 3.0 * math.sin(1.3), 0], [0, 0, 4.0]])
+    oblique = Atoms(
+        "C", positions=[[0, 0, 0]], cell=[[3.0, 0, 0], [3.0 * math.cos(1.3), 3.0 * math.sin(1.3), 0], [0, 0, 4.0]]
+    )
     with pytest.raises(StructureError, match=r"misaligned by .* increase max_repetitions or tolerance"):
         orthogonalize_cell(oblique, max_repetitions=3, tolerance=1e-4)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"max_repetitions": 0}, "max_repetitions"), ({"tolerance": 0.7}, "tolerance")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"max_repetitions": 0}, "max_repetitions"), ({"tolerance": 0.7}, "tolerance")]
+)
 def test_orthogonalize_rejects_bad_parameters(kwargs, match):
     with pytest.raises(InputError, match=match):
         orthogonalize_cell(ase_graphene(a=2.46, vacuum=2.0), **kwargs)
@@ -279,7 +285,9 @@ def test_zone_axis_direction_ends_up_along_the_beam(uvw):
     got = np.sort(np.round(bonds_after[:, 2], 9))
     # same set of projected bond lengths (the crystal holds more atoms than 8 in general)
     assert np.allclose(np.unique(got), np.unique(expected), atol=1e-6)
-    lateral_before = np.sort(np.round(np.linalg.norm(bonds_before - np.outer(bonds_before @ direction, direction), axis=1), 9))
+    lateral_before = np.sort(
+        np.round(np.linalg.norm(bonds_before - np.outer(bonds_before @ direction, direction), axis=1), 9)
+    )
     lateral_after = np.sort(np.round(np.linalg.norm(bonds_after[:, :2], axis=1), 9))
     assert np.allclose(np.unique(lateral_after), np.unique(lateral_before), atol=1e-6)
 

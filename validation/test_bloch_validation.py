@@ -32,7 +32,10 @@ def record(name: str, data: dict) -> None:
     path.write_text(json.dumps(old, indent=2, sort_keys=True, default=float) + "\n")
 
 
-CASES = {"SrTiO3 [001]": (srtio3, (0, 0, 1)), "Si [110]": (lambda: bulk("Si", "diamond", a=5.431, cubic=True), (1, 1, 0))}
+CASES = {
+    "SrTiO3 [001]": (srtio3, (0, 0, 1)),
+    "Si [110]": (lambda: bulk("Si", "diamond", a=5.431, cubic=True), (1, 1, 0)),
+}
 
 
 def _strongest_table(sol, thickness, bloch_i, ms_i, count: int = 8) -> dict:
@@ -42,7 +45,8 @@ def _strongest_table(sol, thickness, bloch_i, ms_i, count: int = 8) -> dict:
     return {
         f"{int(h)} {int(k)} {int(l)}": {
             f"{t / 10:.1f} nm": {"bloch": float(bloch_i[it, b]), "multislice": float(ms_i[it, b])}
-            for it, t in enumerate(thickness) if t >= 50.0 and it % 13 == 12
+            for it, t in enumerate(thickness)
+            if t >= 50.0 and it % 13 == 12
         }
         for b, (h, k, l) in zip(strong, sol.beams.hkl[strong])
     }
@@ -79,20 +83,29 @@ def test_bloch_agrees_with_multislice_5_to_50_nm(case):
     thickness = np.arange(1, n_periods + 1) * period
     bloch_i = np.abs(sol.amplitudes(thickness)) ** 2
     projected = next(one.iter_slices())
-    stack = ArrayPotential(np.repeat(projected[None] / SUBSLICES, SUBSLICES * n_periods, 0), one.grid.extent,
-                           period / SUBSLICES)
+    stack = ArrayPotential(
+        np.repeat(projected[None] / SUBSLICES, SUBSLICES * n_periods, 0), one.grid.extent, period / SUBSLICES
+    )
     ms = multislice(PlaneWave(E), stack, save_every=SUBSLICES, dtype="complex128")
     ms_i = _beam_intensities(ms.values, sol.beams.indices)
     window = thickness >= 50.0
     diff = np.abs(ms_i - bloch_i)[window]
     table = _strongest_table(sol, thickness, bloch_i, ms_i)
     key = case.replace(" ", "_")
-    record("bloch_vs_multislice", {key: {
-        "energy_eV": E, "sampling_A": SAMPLING, "multislice_slice_A": period / SUBSLICES,
-        "num_beams": sol.num_beams, "thickness_range_A": [float(thickness[window][0]), float(thickness[-1])],
-        "max_abs_difference": float(diff.max()),
-        "per_beam_table_strongest": table,
-    }})
+    record(
+        "bloch_vs_multislice",
+        {
+            key: {
+                "energy_eV": E,
+                "sampling_A": SAMPLING,
+                "multislice_slice_A": period / SUBSLICES,
+                "num_beams": sol.num_beams,
+                "thickness_range_A": [float(thickness[window][0]), float(thickness[-1])],
+                "max_abs_difference": float(diff.max()),
+                "per_beam_table_strongest": table,
+            }
+        },
+    )
     assert diff.max() < 0.01
     # current conservation of both solvers on the same beams
     assert np.abs(bloch_i.sum(1) - 1).max() < 1e-8
@@ -107,12 +120,18 @@ def test_beam_set_convergence_helper_reports_shrinking_changes():
     """
     atoms = bulk("Si", "diamond", a=5.431, cubic=True)
     t = np.arange(50.0, 501.0, 25.0)
-    ds = beam_convergence(atoms, E, (1, 1, 0), t, g_max=2.0, excitation_error_max=10.0,
-                          factors=(1.0, 2 ** 0.5, 2.0))
+    ds = beam_convergence(atoms, E, (1, 1, 0), t, g_max=2.0, excitation_error_max=10.0, factors=(1.0, 2**0.5, 2.0))
     change = ds.max_change_next.values[:-1]
-    record("bloch_convergence", {"Si_110_200keV_5-50nm": {
-        "num_beams": ds.num_beams.values.tolist(), "g_max": ds.g_max.values.tolist(),
-        "max_change_next": change.tolist()}})
+    record(
+        "bloch_convergence",
+        {
+            "Si_110_200keV_5-50nm": {
+                "num_beams": ds.num_beams.values.tolist(),
+                "g_max": ds.g_max.values.tolist(),
+                "max_change_next": change.tolist(),
+            }
+        },
+    )
     assert ds.num_beams.values[1] > 1.8 * ds.num_beams.values[0]  # √2 in g_max ≈ doubles the beams
     assert change[1] < change[0]
 
@@ -134,14 +153,28 @@ def test_convergent_beam_matches_multislice_probe():
     from temsim.grid import Grid
 
     kc = Grid.from_sampling((reps[0] * period, reps[1] * period), sampling).antialias_cutoff
-    sol = solve_convergent_beam(probe, srtio3(), (0, 0, 1), thickness, repetitions=reps, sampling=sampling,
-                                g_max=kc, excitation_error_max=10.0, potential_cutoff=kc)
+    sol = solve_convergent_beam(
+        probe,
+        srtio3(),
+        (0, 0, 1),
+        thickness,
+        repetitions=reps,
+        sampling=sampling,
+        g_max=kc,
+        excitation_error_max=10.0,
+        potential_cutoff=kc,
+    )
     positions = np.array([[0.3, 0.7], [2.0, 1.1]])
     one = Potential(sol.crystal.atoms.repeat(reps + (1,)), sampling=sampling, slice_thickness=period)
     assert one.grid.same_as(sol.grid)
     sub = 16
-    stack = SliceStack(ArrayPotential(np.repeat(next(one.iter_slices())[None] / sub, sub * 13, 0), one.grid.extent,
-                                      period / sub), E, np, probe.tilt, "complex128")
+    stack = SliceStack(
+        ArrayPotential(np.repeat(next(one.iter_slices())[None] / sub, sub * 13, 0), one.grid.extent, period / sub),
+        E,
+        np,
+        probe.tilt,
+        "complex128",
+    )
     plan = FFTPlan((2,) + one.grid.gpts, np, "complex128")
     plan.load(probe.spectrum(one.grid, positions, np, "complex128"))
     plan.backward()
@@ -163,9 +196,18 @@ def test_convergent_beam_matches_multislice_probe():
         ds = bloch_scan(probe, None, {"ADF": AnnularDetector(20, 50)}, scan=CustomScan(positions), solution=sol)
     adf = AnnularDetector(20, 50).compile(one.grid, E, np)
     adf_ms = [np.asarray(adf.measure(saved[n].astype(np.float32))) for n in (5, 13)]
-    record("bloch_convergent_beam", {"SrTiO3_001_8mrad": {
-        "sampling_A": sampling, "directions": int(len(sol.directions)), "max_pixel_difference": worst,
-        "adf_bloch": ds.ADF.values.tolist(), "adf_multislice": [a.tolist() for a in adf_ms]}})
+    record(
+        "bloch_convergent_beam",
+        {
+            "SrTiO3_001_8mrad": {
+                "sampling_A": sampling,
+                "directions": int(len(sol.directions)),
+                "max_pixel_difference": worst,
+                "adf_bloch": ds.ADF.values.tolist(),
+                "adf_multislice": [a.tolist() for a in adf_ms],
+            }
+        },
+    )
     assert np.abs(ds.ADF.values - np.array(adf_ms)).max() < 0.005  # fraction of the incident beam
 
 
@@ -195,8 +237,9 @@ def test_holz_bloch_agrees_with_multislice_through_the_3d_crystal(case):
     thickness = np.arange(1, n_periods + 1) * period
     window = thickness >= 50.0
     start = time.perf_counter()
-    sol = solve_bloch(None, E, uvw, g_max=kc, excitation_error_max=10.0, potential_cutoff=kc, crystal=crystal,
-                      holz=True)
+    sol = solve_bloch(
+        None, E, uvw, g_max=kc, excitation_error_max=10.0, potential_cutoff=kc, crystal=crystal, holz=True
+    )
     bloch_i = np.abs(sol.amplitudes(thickness)) ** 2
     bloch_s = time.perf_counter() - start
     zolz = solve_bloch(None, E, uvw, g_max=kc, excitation_error_max=10.0, potential_cutoff=kc, crystal=crystal)
@@ -205,33 +248,48 @@ def test_holz_bloch_agrees_with_multislice_through_the_3d_crystal(case):
     zolz_i[:, [columns[tuple(ij)] for ij in zolz.beams.indices.tolist()]] = np.abs(zolz.amplitudes(thickness)) ** 2
     # one period of 3-D slices (periodic neighbours included), band-limited like the Bloch potential
     sub = HOLZ_SUBSLICES
-    stack3 = Potential(crystal.atoms.repeat((1, 1, 3)), sampling=SAMPLING, slice_thickness=period / sub,
-                       projection="finite")
-    slices = np.array([np.asarray(v) for v in stack3.iter_slices()])[sub:2 * sub]
+    stack3 = Potential(
+        crystal.atoms.repeat((1, 1, 3)), sampling=SAMPLING, slice_thickness=period / sub, projection="finite"
+    )
+    slices = np.array([np.asarray(v) for v in stack3.iter_slices()])[sub : 2 * sub]
     kx = np.fft.fftfreq(slices.shape[1], one.grid.sampling[0])
     ky = np.fft.fftfreq(slices.shape[2], one.grid.sampling[1])
     inside = np.hypot(kx[:, None], ky[None, :]) <= kc
     banded = np.real(np.fft.ifft2(np.fft.fft2(slices) * inside))
-    ms = multislice(PlaneWave(E), ArrayPotential(np.tile(banded, (n_periods, 1, 1)), one.grid.extent, period / sub),
-                    save_every=sub, dtype="complex128")
+    ms = multislice(
+        PlaneWave(E),
+        ArrayPotential(np.tile(banded, (n_periods, 1, 1)), one.grid.extent, period / sub),
+        save_every=sub,
+        dtype="complex128",
+    )
     ms_i = _beam_intensities(ms.values, sol.beams.indices)
-    standard = Potential(crystal.atoms.repeat((1, 1, n_periods)), sampling=SAMPLING, slice_thickness=period / sub,
-                         projection="finite")
-    std_i = _beam_intensities(multislice(PlaneWave(E), standard, save_every=sub, dtype="complex128").values,
-                              sol.beams.indices)
+    standard = Potential(
+        crystal.atoms.repeat((1, 1, n_periods)), sampling=SAMPLING, slice_thickness=period / sub, projection="finite"
+    )
+    std_i = _beam_intensities(
+        multislice(PlaneWave(E), standard, save_every=sub, dtype="complex128").values, sol.beams.indices
+    )
     diff = np.abs(ms_i - bloch_i)[window]
     key = case.replace(" ", "_")
-    record("bloch_vs_multislice", {f"{key}_3d": {
-        "energy_eV": E, "sampling_A": SAMPLING, "multislice_slice_A": period / sub, "bloch_holz_slice_A":
-        sol.propagator.slice_thickness, "num_beams": sol.num_beams,
-        "thickness_range_A": [float(thickness[window][0]), float(thickness[-1])],
-        "max_abs_difference_holz_bloch_vs_3d_multislice": float(diff.max()),
-        "max_abs_difference_zolz_bloch_vs_3d_multislice": float(np.abs(ms_i - zolz_i)[window].max()),
-        "max_abs_difference_holz_bloch_vs_standard_multislice": float(np.abs(std_i - bloch_i)[window].max()),
-        "current_conservation_max_deviation": float(np.abs(bloch_i.sum(1) - 1).max()),
-        "bloch_holz_seconds": bloch_s,
-        "per_beam_table_strongest": _strongest_table(sol, thickness, bloch_i, ms_i),
-    }})
+    record(
+        "bloch_vs_multislice",
+        {
+            f"{key}_3d": {
+                "energy_eV": E,
+                "sampling_A": SAMPLING,
+                "multislice_slice_A": period / sub,
+                "bloch_holz_slice_A": sol.propagator.slice_thickness,
+                "num_beams": sol.num_beams,
+                "thickness_range_A": [float(thickness[window][0]), float(thickness[-1])],
+                "max_abs_difference_holz_bloch_vs_3d_multislice": float(diff.max()),
+                "max_abs_difference_zolz_bloch_vs_3d_multislice": float(np.abs(ms_i - zolz_i)[window].max()),
+                "max_abs_difference_holz_bloch_vs_standard_multislice": float(np.abs(std_i - bloch_i)[window].max()),
+                "current_conservation_max_deviation": float(np.abs(bloch_i.sum(1) - 1).max()),
+                "bloch_holz_seconds": bloch_s,
+                "per_beam_table_strongest": _strongest_table(sol, thickness, bloch_i, ms_i),
+            }
+        },
+    )
     assert diff.max() < 0.01
     assert np.abs(bloch_i.sum(1) - 1).max() < 1e-8
 
@@ -248,11 +306,20 @@ def test_default_beam_set_doubling_changes_less_than_0_002(case):
     make, uvw = CASES[case]
     t = np.arange(10.0, 501.0, 10.0)
     start = time.perf_counter()
-    ds = beam_convergence(make(), E, uvw, t, factors=(1.0, 2 ** 0.5))
+    ds = beam_convergence(make(), E, uvw, t, factors=(1.0, 2**0.5))
     change = float(ds.max_change_next.values[0])
-    record("bloch_convergence", {f"{case.replace(' ', '_')}_defaults_doubled": {
-        "num_beams": ds.num_beams.values.tolist(), "g_max": ds.g_max.values.tolist(),
-        "excitation_error_max": ds.excitation_error_max.values.tolist(), "thickness_A": [10.0, 500.0],
-        "max_change_when_doubled": change, "seconds": time.perf_counter() - start}})
+    record(
+        "bloch_convergence",
+        {
+            f"{case.replace(' ', '_')}_defaults_doubled": {
+                "num_beams": ds.num_beams.values.tolist(),
+                "g_max": ds.g_max.values.tolist(),
+                "excitation_error_max": ds.excitation_error_max.values.tolist(),
+                "thickness_A": [10.0, 500.0],
+                "max_change_when_doubled": change,
+                "seconds": time.perf_counter() - start,
+            }
+        },
+    )
     assert ds.num_beams.values[1] > 1.9 * ds.num_beams.values[0]
     assert change < 0.002

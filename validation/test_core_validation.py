@@ -15,13 +15,12 @@ import time
 
 import numpy as np
 import pytest
+from _record import record
 from ase import Atoms
 
 import temsim
 from temsim.solvers.multislice import fresnel_propagator
 from temsim.structure import graphene, srtio3
-
-from _record import record
 
 ENERGY = 200e3  # eV
 A_SRTIO3 = 3.905  # Å
@@ -39,8 +38,12 @@ def _random_carbon_film(seed: int = 7, n_atoms: int = 14, extent: float = 8.0, t
     positions: list[np.ndarray] = []
     while len(positions) < n_atoms:
         p = rng.uniform([0, 0, 0.5], [extent, extent, thickness - 0.5])
-        d = [np.linalg.norm(((p - q + [extent / 2, extent / 2, 0]) % [extent, extent, 1e9])
-                            - [extent / 2, extent / 2, 0]) for q in positions]
+        d = [
+            np.linalg.norm(
+                ((p - q + [extent / 2, extent / 2, 0]) % [extent, extent, 1e9]) - [extent / 2, extent / 2, 0]
+            )
+            for q in positions
+        ]
         if not d or min(d) > 1.3:
             positions.append(p)
     return Atoms(f"C{n_atoms}", positions=positions, cell=[extent, extent, thickness], pbc=(True, True, False))
@@ -80,13 +83,23 @@ def test_weak_phase_object_exit_phase_is_sigma_vz(film):
     l2_error = float(np.linalg.norm(phase - expected) / np.linalg.norm(expected))
     raw_error = float(np.abs(np.angle(exit_wave.values) - expected).max() / expected.max())
     amplitude_error = float(np.abs(np.abs(at_film) - 1).max())
-    record("core_validation", f"weak_phase_object_{film}", {
-        "energy_eV": ENERGY, "sampling_A": list(potential.grid.sampling), "gpts": list(potential.grid.gpts),
-        "projection": "infinite", "slice_thickness_A": c, "max_phase_rad": float(expected.max()),
-        "max_phase_error_rel_to_max_phase": max_error, "l2_phase_error_rel": l2_error,
-        "max_phase_error_without_back_propagation": raw_error, "max_amplitude_deviation": amplitude_error,
-        "threshold_max_phase_error": 0.01,
-    })
+    record(
+        "core_validation",
+        f"weak_phase_object_{film}",
+        {
+            "energy_eV": ENERGY,
+            "sampling_A": list(potential.grid.sampling),
+            "gpts": list(potential.grid.gpts),
+            "projection": "infinite",
+            "slice_thickness_A": c,
+            "max_phase_rad": float(expected.max()),
+            "max_phase_error_rel_to_max_phase": max_error,
+            "l2_phase_error_rel": l2_error,
+            "max_phase_error_without_back_propagation": raw_error,
+            "max_amplitude_deviation": amplitude_error,
+            "threshold_max_phase_error": 0.01,
+        },
+    )
     assert 0.05 < expected.max() < 1.0  # a weak phase object indeed
     assert max_error < 0.01
     # the amplitude stays 1 up to the band limit of exp(iσv) (a phase object)
@@ -116,11 +129,18 @@ def test_slice_convergence_srtio3_infinite_projection():
     half, potential = _srtio3_exit_wave(10, 2, "infinite")
     quarter, _ = _srtio3_exit_wave(10, 4, "infinite")
     difference = _relative_l2(half, quarter)
-    record("core_validation", "slice_convergence_srtio3_infinite", {
-        "energy_eV": ENERGY, "thickness_A": 10 * A_SRTIO3, "gpts": list(potential.grid.gpts),
-        "sampling_A": list(potential.grid.sampling), "relative_l2_half_vs_quarter": difference,
-        "threshold": 1e-3,
-    })
+    record(
+        "core_validation",
+        "slice_convergence_srtio3_infinite",
+        {
+            "energy_eV": ENERGY,
+            "thickness_A": 10 * A_SRTIO3,
+            "gpts": list(potential.grid.gpts),
+            "sampling_A": list(potential.grid.sampling),
+            "relative_l2_half_vs_quarter": difference,
+            "threshold": 1e-3,
+        },
+    )
     assert difference < 1e-3
 
 
@@ -135,12 +155,19 @@ def test_slice_convergence_srtio3_finite_projection():
     waves = {n: _srtio3_exit_wave(10, n, "finite")[0] for n in (2, 4, 8, 16)}
     steps = [_relative_l2(waves[n], waves[2 * n]) for n in (2, 4, 8)]
     ratios = [steps[i] / steps[i + 1] for i in range(2)]
-    record("core_validation", "slice_convergence_srtio3_finite", {
-        "energy_eV": ENERGY, "thickness_A": 10 * A_SRTIO3,
-        "relative_l2_a/2_vs_a/4": steps[0], "relative_l2_a/4_vs_a/8": steps[1], "relative_l2_a/8_vs_a/16": steps[2],
-        "reduction_per_halving": ratios,
-        "meets_1e-3_at_quarter_cell": bool(steps[0] < 1e-3),
-    })
+    record(
+        "core_validation",
+        "slice_convergence_srtio3_finite",
+        {
+            "energy_eV": ENERGY,
+            "thickness_A": 10 * A_SRTIO3,
+            "relative_l2_a/2_vs_a/4": steps[0],
+            "relative_l2_a/4_vs_a/8": steps[1],
+            "relative_l2_a/8_vs_a/16": steps[2],
+            "reduction_per_halving": ratios,
+            "meets_1e-3_at_quarter_cell": bool(steps[0] < 1e-3),
+        },
+    )
     assert steps[0] > steps[1] > steps[2]
     assert all(r > 1.6 for r in ratios)  # first order (2×) or better per halving of Δz
     assert steps[2] < 0.05
@@ -157,8 +184,9 @@ def test_exit_wave_matches_abtem():
     # orientation: abTEM arrays are (x, y) too — check with one off-centre atom in a rectangular cell
     lone = Atoms("Sr", positions=[(1.0, 3.0, 1.0)], cell=[4.0, 6.0, 2.0], pbc=True)
     ours = temsim.Potential(lone, gpts=(80, 120), slice_thickness=2.0).projected().values
-    theirs = np.asarray(abtem.Potential(lone, gpts=(80, 120), slice_thickness=2.0).build().compute(
-        progress_bar=False).array).sum(0)
+    theirs = np.asarray(
+        abtem.Potential(lone, gpts=(80, 120), slice_thickness=2.0).build().compute(progress_bar=False).array
+    ).sum(0)
     assert theirs.shape == ours.shape
     assert np.unravel_index(np.argmax(theirs), theirs.shape) == np.unravel_index(np.argmax(ours), ours.shape)
 
@@ -169,8 +197,13 @@ def test_exit_wave_matches_abtem():
         start = time.perf_counter()
         wave = temsim.multislice(temsim.PlaneWave(energy=ENERGY), potential, dtype="complex64").values
         ours_s = time.perf_counter() - start
-        reference = abtem.Potential(atoms, gpts=potential.grid.gpts, slice_thickness=A_SRTIO3 / 2,
-                                    parametrization="lobato", projection=projection)
+        reference = abtem.Potential(
+            atoms,
+            gpts=potential.grid.gpts,
+            slice_thickness=A_SRTIO3 / 2,
+            parametrization="lobato",
+            projection=projection,
+        )
         start = time.perf_counter()
         other = np.asarray(abtem.PlaneWave(energy=ENERGY).multislice(reference).compute(progress_bar=False).array)
         theirs_s = time.perf_counter() - start
@@ -179,14 +212,23 @@ def test_exit_wave_matches_abtem():
             "relative_l2": _relative_l2(wave, other),
             # same sign convention for the phase: conjugating one wave must destroy the agreement
             "ncc_with_conjugate": _ncc(wave, other.conj()),
-            "temsim_s": ours_s, "abtem_s": theirs_s,
+            "temsim_s": ours_s,
+            "abtem_s": theirs_s,
         }
-    record("core_validation", "abtem_exit_wave_srtio3", {
-        "abtem_version": abtem.__version__, "energy_eV": ENERGY, "thickness_A": 10 * A_SRTIO3,
-        "gpts": list(potential.grid.gpts), "slice_thickness_A": A_SRTIO3 / 2, "parametrization": "lobato",
-        **{f"{p}_{k}": v for p, r in results.items() for k, v in r.items()},
-        "threshold_ncc_infinite": 0.999,
-    })
+    record(
+        "core_validation",
+        "abtem_exit_wave_srtio3",
+        {
+            "abtem_version": abtem.__version__,
+            "energy_eV": ENERGY,
+            "thickness_A": 10 * A_SRTIO3,
+            "gpts": list(potential.grid.gpts),
+            "slice_thickness_A": A_SRTIO3 / 2,
+            "parametrization": "lobato",
+            **{f"{p}_{k}": v for p, r in results.items() for k, v in r.items()},
+            "threshold_ncc_infinite": 0.999,
+        },
+    )
     assert results["infinite"]["ncc"] > 0.999
     assert results["infinite"]["ncc_with_conjugate"] < 0.99
     # finite projections are integrated differently by the two codes: agreement, but looser

@@ -15,13 +15,12 @@ import time
 
 import numpy as np
 import pytest
+from _record import record
 
 import temsim
 from temsim.detectors import AnnularDetector
 from temsim.positions import CustomScan, GridScan
 from temsim.structure import srtio3, tile
-
-from _record import record
 
 A = 3.905
 ENERGY = 200e3
@@ -41,17 +40,28 @@ def test_haadf_rises_with_phonons_and_the_diffuse_part_vanishes_without():
     # probe on a Sr column, on a Ti–O column and on an O column
     positions = CustomScan([(A, A), (A / 2, A / 2), (A / 2, A)])
     static = temsim.Potential(atoms, gpts=gpts, slice_thickness=A / 2)
-    vibrating = temsim.Potential(atoms, gpts=gpts, slice_thickness=A / 2,
-                                 phonons=temsim.FrozenPhonons(sigmas=SIGMAS, num_configs=4, seed=3))
+    vibrating = temsim.Potential(
+        atoms, gpts=gpts, slice_thickness=A / 2, phonons=temsim.FrozenPhonons(sigmas=SIGMAS, num_configs=4, seed=3)
+    )
     still = temsim.scan(PROBE, static, detectors, positions, elastic=True)
     warm = temsim.scan(PROBE, vibrating, detectors, positions, elastic=True)
     rise = warm.HAADF.values / still.HAADF.values
-    record("phonon_scattering", "srtio3_haadf_static_vs_frozen_phonons", {
-        "structure": "SrTiO3 [001] 2x2 cells, 39.05 Å thick, 160x160 points", "sigmas_A": SIGMAS,
-        "configurations": 4, "columns": ["Sr", "TiO", "O"], "haadf_static": still.HAADF.values,
-        "haadf_phonons": warm.HAADF.values, "haadf_elastic_phonons": warm.HAADF_elastic.values,
-        "haadf_diffuse_phonons": warm.HAADF_diffuse.values, "haadf_diffuse_static": still.HAADF_diffuse.values,
-        "rise": rise})
+    record(
+        "phonon_scattering",
+        "srtio3_haadf_static_vs_frozen_phonons",
+        {
+            "structure": "SrTiO3 [001] 2x2 cells, 39.05 Å thick, 160x160 points",
+            "sigmas_A": SIGMAS,
+            "configurations": 4,
+            "columns": ["Sr", "TiO", "O"],
+            "haadf_static": still.HAADF.values,
+            "haadf_phonons": warm.HAADF.values,
+            "haadf_elastic_phonons": warm.HAADF_elastic.values,
+            "haadf_diffuse_phonons": warm.HAADF_diffuse.values,
+            "haadf_diffuse_static": still.HAADF_diffuse.values,
+            "rise": rise,
+        },
+    )
     # without phonons the average has one member: ⟨|ψ|²⟩ = |⟨ψ⟩|²
     np.testing.assert_allclose(still.HAADF_diffuse.values, 0.0, atol=1e-6 * still.HAADF.values.max())
     # with phonons the high-angle signal rises on every column and is mostly diffuse
@@ -62,11 +72,15 @@ def test_haadf_rises_with_phonons_and_the_diffuse_part_vanishes_without():
 
 
 def _abtem_haadf(abtem, structure, gpts, start, end, scan_gpts, inner, outer):
-    potential = abtem.Potential(structure, gpts=gpts, slice_thickness=A / 2, parametrization="lobato",
-                                projection="infinite")
+    potential = abtem.Potential(
+        structure, gpts=gpts, slice_thickness=A / 2, parametrization="lobato", projection="infinite"
+    )
     probe = abtem.Probe(energy=ENERGY, semiangle_cutoff=20.0, soft=True)
-    measurement = probe.scan(potential, scan=abtem.GridScan(start=start, end=end, gpts=scan_gpts),
-                             detectors=[abtem.AnnularDetector(inner, outer)]).compute(progress_bar=False)
+    measurement = probe.scan(
+        potential,
+        scan=abtem.GridScan(start=start, end=end, gpts=scan_gpts),
+        detectors=[abtem.AnnularDetector(inner, outer)],
+    ).compute(progress_bar=False)
     return np.asarray(measurement.array, dtype=np.float64)
 
 
@@ -111,12 +125,14 @@ def abtem_frozen_phonons():
         return _abtem_haadf(abtem, structure, gpts, (0, 0), (A, A), scan_gpts, inner, outer)
 
     def ours_static(structure):
-        return temsim.scan(PROBE, temsim.Potential(structure, gpts=gpts, slice_thickness=A / 2), detectors,
-                           positions, progress=False).HAADF.values.astype(np.float64)
+        return temsim.scan(
+            PROBE, temsim.Potential(structure, gpts=gpts, slice_thickness=A / 2), detectors, positions, progress=False
+        ).HAADF.values.astype(np.float64)
 
     start = time.perf_counter()
-    vibrating = temsim.Potential(atoms, gpts=gpts, slice_thickness=A / 2,
-                                 phonons=temsim.FrozenPhonons(sigmas=SIGMAS, num_configs=n, seed=1))
+    vibrating = temsim.Potential(
+        atoms, gpts=gpts, slice_thickness=A / 2, phonons=temsim.FrozenPhonons(sigmas=SIGMAS, num_configs=n, seed=1)
+    )
     study = phonon_convergence(PROBE, vibrating, detectors, positions)
     ours_fp = study.HAADF.values[-1].astype(np.float64)
     ours_s = time.perf_counter() - start
@@ -131,7 +147,9 @@ def abtem_frozen_phonons():
     results = {
         "abtem_version": abtem.__version__,
         "structure": "SrTiO3 [001] 2x2x3 cells, layers mid-slice (z + A/4), 640x640 points (0.0122 Å)",
-        "sigmas_A": SIGMAS, "configurations": n, "detector_mrad": [inner, outer],
+        "sigmas_A": SIGMAS,
+        "configurations": n,
+        "detector_mrad": [inner, outer],
         "same_configurations_mean_relative_difference": float(np.mean(np.abs(ours_same - theirs_fp) / theirs_fp)),
         "same_configurations_image_mean_ratio": float(ours_same.mean() / theirs_fp.mean()),
         "own_generators_image_mean_ratio": float(ours_fp.mean() / theirs_fp.mean()),
@@ -142,7 +160,10 @@ def abtem_frozen_phonons():
         "temsim_relative_standard_error": se_ours,
         "combined_relative_standard_error_two_means": float(np.sqrt(2) * se_ours),
         "correlation": float(np.corrcoef(ours_fp.ravel(), theirs_fp.ravel())[0, 1]),
-        "threshold": 0.03, "temsim_s": ours_s, "abtem_s": theirs_s}
+        "threshold": 0.03,
+        "temsim_s": ours_s,
+        "abtem_s": theirs_s,
+    }
     results["rise_relative_difference"] = results["rise_temsim"] / results["rise_abtem"] - 1
     record("phonon_scattering", "abtem_srtio3_frozen_phonon_haadf", results)
     return results
@@ -191,17 +212,29 @@ def test_haadf_is_translation_invariant_for_off_pixel_atoms():
     out = {}
     for label, structure, origin in (("static", atoms, np.zeros(2)), ("moved", moved, shift)):
         start, end = tuple(origin), tuple(origin + A)
-        ours = temsim.scan(PROBE, temsim.Potential(structure, gpts=gpts, slice_thickness=A / 2), detectors,
-                           GridScan(start=start, end=end, gpts=(4, 4)), progress=False).HAADF.values
+        ours = temsim.scan(
+            PROBE,
+            temsim.Potential(structure, gpts=gpts, slice_thickness=A / 2),
+            detectors,
+            GridScan(start=start, end=end, gpts=(4, 4)),
+            progress=False,
+        ).HAADF.values
         theirs = _abtem_haadf(abtem, structure, gpts, start, end, (4, 4), 60.0, 200.0)
         out[label] = (np.asarray(ours, dtype=np.float64), theirs)
     ours_change = out["moved"][0] / out["static"][0] - 1
     theirs_change = out["moved"][1] / out["static"][1] - 1
-    record("phonon_scattering", "translation_invariance_off_pixel", {
-        "structure": "SrTiO3 [001] 2x2x3 cells, 320x320 points (0.0244 Å)", "shift_pixels": [0.37, 0.61],
-        "temsim_image_mean_change": float(ours_change.mean()), "temsim_max_change": float(np.abs(ours_change).max()),
-        "abtem_image_mean_change": float(theirs_change.mean()),
-        "abtem_max_change": float(np.abs(theirs_change).max())})
+    record(
+        "phonon_scattering",
+        "translation_invariance_off_pixel",
+        {
+            "structure": "SrTiO3 [001] 2x2x3 cells, 320x320 points (0.0244 Å)",
+            "shift_pixels": [0.37, 0.61],
+            "temsim_image_mean_change": float(ours_change.mean()),
+            "temsim_max_change": float(np.abs(ours_change).max()),
+            "abtem_image_mean_change": float(theirs_change.mean()),
+            "abtem_max_change": float(np.abs(theirs_change).max()),
+        },
+    )
     assert np.abs(ours_change).max() < 0.01
 
 
@@ -219,18 +252,31 @@ def test_temsim_and_abtem_configuration_generators_are_equivalent():
     positions = GridScan(start=(0, 0), end=(A, A), gpts=(4, 4))
 
     def image_mean(structure):
-        ds = temsim.scan(PROBE, temsim.Potential(structure, gpts=(320, 320), slice_thickness=A / 2), detectors,
-                         positions, progress=False)
+        ds = temsim.scan(
+            PROBE,
+            temsim.Potential(structure, gpts=(320, 320), slice_thickness=A / 2),
+            detectors,
+            positions,
+            progress=False,
+        )
         return float(ds.HAADF.values.astype(np.float64).mean())
 
     theirs = np.array([image_mean(c) for c in abtem.FrozenPhonons(atoms, num_configs=n, sigmas=SIGMAS, seed=7)])
-    ours = np.array([image_mean(c) for c in temsim.FrozenPhonons(sigmas=SIGMAS, num_configs=n, seed=7)
-                     .configurations(atoms)])
+    ours = np.array(
+        [image_mean(c) for c in temsim.FrozenPhonons(sigmas=SIGMAS, num_configs=n, seed=7).configurations(atoms)]
+    )
     se = float(np.hypot(ours.std(ddof=1), theirs.std(ddof=1)) / np.sqrt(n))
-    record("phonon_scattering", "configuration_generators_64", {
-        "structure": "SrTiO3 [001] 2x2x3 cells, layers mid-slice, 320x320 points", "configurations": n,
-        "temsim_generator_mean": float(ours.mean()), "abtem_generator_mean": float(theirs.mean()),
-        "ratio": float(ours.mean() / theirs.mean()), "difference_in_standard_errors":
-        float((ours.mean() - theirs.mean()) / se)})
+    record(
+        "phonon_scattering",
+        "configuration_generators_64",
+        {
+            "structure": "SrTiO3 [001] 2x2x3 cells, layers mid-slice, 320x320 points",
+            "configurations": n,
+            "temsim_generator_mean": float(ours.mean()),
+            "abtem_generator_mean": float(theirs.mean()),
+            "ratio": float(ours.mean() / theirs.mean()),
+            "difference_in_standard_errors": float((ours.mean() - theirs.mean()) / se),
+        },
+    )
     assert abs(ours.mean() - theirs.mean()) < 3 * se
     assert se < 0.02 * theirs.mean()

@@ -52,9 +52,14 @@ def test_finite_projection_closed_form_against_quadrature(name):
     for Z, k, z1, z2 in [(6, 0.0, 0.1, 0.8), (79, 1.7, -0.9, -0.5), (14, 0.8, 0.2, 1.4)]:
         closed = float(p.finite_projection_fourier(Z, np.array([k]), z1, z2)[0])
 
-        def plane(z):
-            return quad(lambda r: 2 * math.pi * r * j0(2 * math.pi * k * r) * p.potential(Z, math.hypot(r, z)),
-                        0, 30.0, limit=200, epsrel=1e-9)[0]
+        def plane(z, k=k, Z=Z):
+            return quad(
+                lambda r: 2 * math.pi * r * j0(2 * math.pi * k * r) * p.potential(Z, math.hypot(r, z)),
+                0,
+                30.0,
+                limit=200,
+                epsrel=1e-9,
+            )[0]
 
         numeric = quad(plane, z1, z2, limit=50, epsrel=1e-8)[0]
         worst = max(worst, abs(closed / numeric - 1))
@@ -71,8 +76,14 @@ def test_exact_placement_peak_and_offsets():
     for symbol, Z in (("C", 6), ("Au", 79)):
         cell = (10.0, 10.0, 2.0)
         base = (5.0, 5.0)
-        make = lambda xy: Potential(Atoms(symbol, positions=[(*xy, 1.0)], cell=cell), sampling=0.05,  # noqa: E731
-                                    slice_thickness=2)
+
+        def make(xy, symbol=symbol, cell=cell):
+            return Potential(
+                Atoms(symbol, positions=[(*xy, 1.0)], cell=cell),
+                sampling=0.05,
+                slice_thickness=2,
+            )
+
         pot0 = make(base)
         grid = pot0.grid
         v0 = pot0.build_slice(0)
@@ -88,8 +99,9 @@ def test_exact_placement_peak_and_offsets():
             r = np.hypot(X - pos[0], Y - pos[1])
             sel = r < 2.0
             worst_ref = max(worst_ref, np.max(np.abs(v[sel] - np.interp(r[sel], r_grid, radial))) / v.max())
-            shifted = np.fft.ifft2(np.fft.fft2(v0) * np.exp(
-                -2j * np.pi * (kx[:, None] * shift[0] + ky[None, :] * shift[1]))).real
+            shifted = np.fft.ifft2(
+                np.fft.fft2(v0) * np.exp(-2j * np.pi * (kx[:, None] * shift[0] + ky[None, :] * shift[1]))
+            ).real
             worst_shift = max(worst_shift, np.max(np.abs(shifted - v)) / v.max())
         half = make((base[0] + 0.5 * grid.sampling[0], base[1] + 0.5 * grid.sampling[1])).build_slice(0)
         expected_half = float(np.interp(math.hypot(*(0.5 * np.array(grid.sampling))), r_grid, radial))
@@ -130,12 +142,20 @@ def test_strontium_titanate_slices_speed_and_reuse():
         pass
     per_slice = (time.perf_counter() - t1) / 8
     dx, dy = pot.grid.sampling
-    expected = sum(K * float(load_parametrization("lobato").scattering_factor(int(Z), 0.0))
-                   for Z in atoms.numbers)
-    record("potentials", {"srtio3_10x10x20_half_cell_slices": {
-        "gpts": list(pot.grid.gpts), "num_slices": count, "distinct_slices": distinct,
-        "seconds_all_slices_including_setup": elapsed, "rattled_seconds_per_slice": per_slice,
-        "total_integral_rel_err": float(total.sum() * dx * dy / expected - 1)}})
+    expected = sum(K * float(load_parametrization("lobato").scattering_factor(int(Z), 0.0)) for Z in atoms.numbers)
+    record(
+        "potentials",
+        {
+            "srtio3_10x10x20_half_cell_slices": {
+                "gpts": list(pot.grid.gpts),
+                "num_slices": count,
+                "distinct_slices": distinct,
+                "seconds_all_slices_including_setup": elapsed,
+                "rattled_seconds_per_slice": per_slice,
+                "total_integral_rel_err": float(total.sum() * dx * dy / expected - 1),
+            }
+        },
+    )
     assert count == 40 and distinct == 2
     assert elapsed < 2.0  # measured ≈ 0.5 s on the 2-core CI machine
     assert abs(total.sum() * dx * dy / expected - 1) < 1e-4
@@ -148,8 +168,7 @@ def test_finite_and_infinite_agree_for_a_crystal(name):
     (finite keeps each atom's tail beyond the specimen in the first/last slice)."""
     atoms = strontium_titanate((2, 2, 4))
     inf = Potential(atoms, sampling=0.1, slice_thickness=3.905 / 2, parametrization=name).projected().values
-    fin_pot = Potential(atoms, sampling=0.1, slice_thickness=3.905 / 2, parametrization=name,
-                        projection="finite")
+    fin_pot = Potential(atoms, sampling=0.1, slice_thickness=3.905 / 2, parametrization=name, projection="finite")
     fin = fin_pot.projected().values
     err = float(np.max(np.abs(fin - inf)) / inf.max())
     record("potentials", {f"srtio3_finite_vs_infinite_max_diff_over_peak_{name}": err})
@@ -167,15 +186,18 @@ def test_abtem_oracle_total_integral(name, projection):
     }
     out = {}
     for label, atoms in cases.items():
-        ours = Potential(atoms, sampling=0.05, slice_thickness=1.0, parametrization=name,
-                         projection=projection)
+        ours = Potential(atoms, sampling=0.05, slice_thickness=1.0, parametrization=name, projection=projection)
         v = ours.projected().values
-        theirs = abtem.Potential(atoms, gpts=ours.grid.gpts, parametrization=name, projection=projection,
-                                 slice_thickness=float(ours.slice_thicknesses[0]))
+        theirs = abtem.Potential(
+            atoms,
+            gpts=ours.grid.gpts,
+            parametrization=name,
+            projection=projection,
+            slice_thickness=float(ours.slice_thicknesses[0]),
+        )
         arr = np.asarray(theirs.build().compute().array).sum(axis=0)
         dx, dy = ours.grid.sampling
         ratio = float(v.sum() / arr.sum())
-        out[label] = {"total_ratio_temsim_over_abtem": ratio,
-                      "max_pixel_ratio": float(v.max() / arr.max())}
+        out[label] = {"total_ratio_temsim_over_abtem": ratio, "max_pixel_ratio": float(v.max() / arr.max())}
         assert ratio == pytest.approx(1.0, abs=0.01)
     record("potentials", {f"abtem_oracle_{name}_{projection}": out})

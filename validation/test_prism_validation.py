@@ -18,13 +18,12 @@ import time
 
 import numpy as np
 import pytest
+from _record import record
 
 import temsim
 from temsim.detectors import AnnularDetector, PixelatedDetector, annular_preset
 from temsim.positions import GridScan
 from temsim.structure import srtio3, tile
-
-from _record import record
 
 A = 3.905
 ENERGY = 200e3
@@ -49,8 +48,12 @@ def relative_error(test: np.ndarray, reference: np.ndarray) -> float:
 def test_prism_at_f1_equals_multislice_for_haadf_abf_bf_and_4d():
     potential = srtio3_potential(4, 32, 2)  # 15.6 Å cell, 0.122 Å sampling, 7.8 Å thick
     limit = 0.98 * potential.grid.max_angle(ENERGY)
-    detectors = {"HAADF": AnnularDetector(45, limit), "ABF": annular_preset("ABF", 20.0),
-                 "BF": annular_preset("BF", 20.0), "4D": PixelatedDetector(max_angle=50.0)}
+    detectors = {
+        "HAADF": AnnularDetector(45, limit),
+        "ABF": annular_preset("ABF", 20.0),
+        "BF": annular_preset("BF", 20.0),
+        "4D": PixelatedDetector(max_angle=50.0),
+    }
     positions = unit_cell_scan(4, (3, 3))
     ms = temsim.scan(PROBE, potential, detectors, positions)
     pr = temsim.scan(PROBE, potential, detectors, positions, method="prism", interpolation=1)
@@ -58,9 +61,16 @@ def test_prism_at_f1_equals_multislice_for_haadf_abf_bf_and_4d():
     for name in ("HAADF", "ABF", "BF"):
         errors[name] = float(np.max(np.abs(pr[name].values / ms[name].values - 1)))
     errors["4D"] = float(np.max(np.abs(pr["4D"].values - ms["4D"].values)) / np.max(ms["4D"].values))
-    record("prism_validation", "f1_equals_multislice", {
-        "structure": "SrTiO3 [001] 4x4x2 cells, 128x128 points", "max_relative_error": errors,
-        "threshold": 1e-4, "plane_waves": pr.attrs["prism_plane_waves"]})
+    record(
+        "prism_validation",
+        "f1_equals_multislice",
+        {
+            "structure": "SrTiO3 [001] 4x4x2 cells, 128x128 points",
+            "max_relative_error": errors,
+            "threshold": 1e-4,
+            "plane_waves": pr.attrs["prism_plane_waves"],
+        },
+    )
     assert max(errors.values()) < 1e-4
 
 
@@ -85,14 +95,24 @@ def test_error_falls_as_the_window_grows():
         else:
             ds = temsim.scan(PROBE, potential, detectors, positions, method="prism", interpolation=f)
         times[f"prism_f{f}"] = time.perf_counter() - start
-        rows[f] = {"window_A": ds.attrs["prism_window"][0], "plane_waves": ds.attrs["prism_plane_waves"],
-                   "relative_error": relative_error(ds.HAADF.values, ms)}
-    record("prism_validation", "error_vs_interpolation", {
-        "structure": "SrTiO3 [001] 8x8 cells (31.24 Å), 1 cell (3.905 Å) thick, 384x384 points (0.0814 Å)",
-        "probe": "200 keV, 20 mrad, aberration-free", "detector": "HAADF 55-100 mrad",
-        "scan": "3x3 positions over one unit cell",
-        "error_definition": "mean|I_prism - I_multislice| / mean I_multislice",
-        "table": {f"f={f}": row for f, row in sorted(rows.items())}, "seconds": times})
+        rows[f] = {
+            "window_A": ds.attrs["prism_window"][0],
+            "plane_waves": ds.attrs["prism_plane_waves"],
+            "relative_error": relative_error(ds.HAADF.values, ms),
+        }
+    record(
+        "prism_validation",
+        "error_vs_interpolation",
+        {
+            "structure": "SrTiO3 [001] 8x8 cells (31.24 Å), 1 cell (3.905 Å) thick, 384x384 points (0.0814 Å)",
+            "probe": "200 keV, 20 mrad, aberration-free",
+            "detector": "HAADF 55-100 mrad",
+            "scan": "3x3 positions over one unit cell",
+            "error_definition": "mean|I_prism - I_multislice| / mean I_multislice",
+            "table": {f"f={f}": row for f, row in sorted(rows.items())},
+            "seconds": times,
+        },
+    )
     errors = [rows[f]["relative_error"] for f in (1, 2, 4, 8)]
     assert errors[0] < 1e-4
     assert errors[0] < errors[1] < errors[2] < errors[3]
@@ -106,9 +126,18 @@ def test_f4_within_two_percent_on_a_sufficiently_tiled_cell():
     ms = temsim.scan(PROBE, potential, detectors, positions).HAADF.values
     ds = temsim.scan(PROBE, potential, detectors, positions, method="prism", interpolation=4)
     error = relative_error(ds.HAADF.values, ms)
-    record("prism_validation", "f4_sufficiently_tiled", {
-        "structure": "SrTiO3 [001] 12x12 cells (46.86 Å), 1 cell (3.905 Å) thick, 576x576 points",
-        "detector": "HAADF 55-100 mrad", "window_A": ds.attrs["prism_window"][0],
-        "plane_waves": ds.attrs["prism_plane_waves"], "relative_error": error, "threshold": 0.02,
-        "contrast_multislice": float(ms.max() / ms.min()), "contrast_prism": float(ds.HAADF.values.max() / ds.HAADF.values.min())})
+    record(
+        "prism_validation",
+        "f4_sufficiently_tiled",
+        {
+            "structure": "SrTiO3 [001] 12x12 cells (46.86 Å), 1 cell (3.905 Å) thick, 576x576 points",
+            "detector": "HAADF 55-100 mrad",
+            "window_A": ds.attrs["prism_window"][0],
+            "plane_waves": ds.attrs["prism_plane_waves"],
+            "relative_error": error,
+            "threshold": 0.02,
+            "contrast_multislice": float(ms.max() / ms.min()),
+            "contrast_prism": float(ds.HAADF.values.max() / ds.HAADF.values.min()),
+        },
+    )
     assert error < 0.02

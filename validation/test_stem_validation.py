@@ -15,11 +15,10 @@ import time
 
 import numpy as np
 import pytest
+from _record import record
 
 import temsim
 from temsim.structure import graphene, srtio3
-
-from _record import record
 
 ENERGY = 200e3  # eV
 ALPHA = 20.0  # mrad, probe convergence semiangle
@@ -52,8 +51,9 @@ def _asymmetry(image: np.ndarray, mirrored: np.ndarray) -> float:
 
 def _srtio3_scan(unit, sampling=0.05, gpts=None):
     # 4×4 cells (15.6 Å) keep the probe's tails from wrapping (no AccuracyWarning); 3 cells thick
-    potential = temsim.Potential(unit * (4, 4, 3), sampling=None if gpts else sampling, gpts=gpts,
-                                 slice_thickness=A / 2)
+    potential = temsim.Potential(
+        unit * (4, 4, 3), sampling=None if gpts else sampling, gpts=gpts, slice_thickness=A / 2
+    )
     probe = temsim.Probe(energy=ENERGY, semiangle_cutoff=ALPHA)
     return temsim.scan(probe, potential, _detectors(), _cell_scan(), progress=False), potential
 
@@ -75,8 +75,12 @@ def test_mirror_symmetric_crystal_gives_mirror_symmetric_images():
     polar_unit = srtio3()
     polar_unit.positions[1, 0] += 0.15  # Ti
     polar, _ = _srtio3_scan(polar_unit, gpts=(320, 320))
-    measured = {"gpts": list(potential.grid.gpts), "sampling_A": list(potential.grid.sampling),
-                "scan": f"{SCAN_N}x{SCAN_N} over one unit cell", "threshold": 1e-3}
+    measured = {
+        "gpts": list(potential.grid.gpts),
+        "sampling_A": list(potential.grid.sampling),
+        "scan": f"{SCAN_N}x{SCAN_N} over one unit cell",
+        "threshold": 1e-3,
+    }
     for name in ("HAADF", "ABF", "BF"):
         image = ds[name].values.astype(np.float64)
         values = {
@@ -128,15 +132,22 @@ def test_icom_idpc_of_graphene_equal_probe_convolved_potential():
     reference = np.real(np.fft.ifft2(np.conj(np.fft.fft2(p0)) * np.fft.fft2(v)))[::5, ::5]
     assert reference.shape == ds["iCoM"].shape
     sigma = temsim.interaction_parameter(ENERGY)
-    measured = {"energy_eV": ENERGY, "semiangle_mrad": alpha, "gpts": list(potential.grid.gpts),
-                "scan_gpts": [30, 35], "scan_s": seconds, "threshold_correlation": 0.99}
+    measured = {
+        "energy_eV": ENERGY,
+        "semiangle_mrad": alpha,
+        "gpts": list(potential.grid.gpts),
+        "scan_gpts": [30, 35],
+        "scan_s": seconds,
+        "threshold_correlation": 0.99,
+    }
     centred = reference - reference.mean()
     for name in detectors:
         signal = ds[name].values.astype(np.float64)
         correlation = float(np.corrcoef(signal.ravel(), reference.ravel())[0, 1])
         measured[f"{name}_correlation"] = correlation
         measured[f"{name}_correlation_with_unconvolved_vz"] = float(
-            np.corrcoef(signal.ravel(), v[::5, ::5].ravel())[0, 1])
+            np.corrcoef(signal.ravel(), v[::5, ::5].ravel())[0, 1]
+        )
         slope = float(np.sum((signal - signal.mean()) * centred) / np.sum(centred**2))
         measured[f"{name}_slope_over_sigma_by_2pi"] = slope / (sigma / (2 * np.pi))
         assert correlation > 0.99, (name, correlation)
@@ -160,15 +171,24 @@ def abtem_comparison():
     abtem = pytest.importorskip("abtem")
     atoms = srtio3() * (4, 4, 3)
     potential = temsim.Potential(atoms, gpts=ABTEM_GPTS, slice_thickness=A / 2)
-    reference = abtem.Potential(atoms, gpts=ABTEM_GPTS, slice_thickness=A / 2, parametrization="lobato",
-                                projection="infinite")
+    reference = abtem.Potential(
+        atoms, gpts=ABTEM_GPTS, slice_thickness=A / 2, parametrization="lobato", projection="infinite"
+    )
     detectors = _detectors()
-    results = {"abtem_version": abtem.__version__, "gpts": list(ABTEM_GPTS),
-               "sampling_A": list(potential.grid.sampling), "thickness_A": 3 * A, "energy_eV": ENERGY,
-               "semiangle_mrad": ALPHA, "slice_thickness_A": A / 2, "projection": "infinite",
-               "parametrization": "lobato",
-               "detectors_mrad": {k: [d.inner, d.outer] for k, d in detectors.items()},
-               "metric": "mean over scan pixels of |temsim − abtem| / abtem", "threshold": 0.02}
+    results = {
+        "abtem_version": abtem.__version__,
+        "gpts": list(ABTEM_GPTS),
+        "sampling_A": list(potential.grid.sampling),
+        "thickness_A": 3 * A,
+        "energy_eV": ENERGY,
+        "semiangle_mrad": ALPHA,
+        "slice_thickness_A": A / 2,
+        "projection": "infinite",
+        "parametrization": "lobato",
+        "detectors_mrad": {k: [d.inner, d.outer] for k, d in detectors.items()},
+        "metric": "mean over scan pixels of |temsim − abtem| / abtem",
+        "threshold": 0.02,
+    }
     # soft aperture edges: temsim's default (one reciprocal pixel) vs abTEM's soft=True; hard: both off
     for label, edge, soft in (("soft", None, True), ("hard", 0.0, False)):
         probe = temsim.Probe(energy=ENERGY, semiangle_cutoff=ALPHA, aperture_edge=edge)
@@ -177,9 +197,11 @@ def abtem_comparison():
         ours_s = time.perf_counter() - start
         other_probe = abtem.Probe(energy=ENERGY, semiangle_cutoff=ALPHA, soft=soft)
         start = time.perf_counter()
-        theirs = other_probe.scan(reference, scan=abtem.GridScan(start=(0, 0), end=(A, A), gpts=(SCAN_N, SCAN_N)),
-                                  detectors=[abtem.AnnularDetector(d.inner, d.outer) for d in detectors.values()]
-                                  ).compute(progress_bar=False)
+        theirs = other_probe.scan(
+            reference,
+            scan=abtem.GridScan(start=(0, 0), end=(A, A), gpts=(SCAN_N, SCAN_N)),
+            detectors=[abtem.AnnularDetector(d.inner, d.outer) for d in detectors.values()],
+        ).compute(progress_bar=False)
         results[f"{label}_temsim_s"] = ours_s
         results[f"{label}_abtem_s"] = time.perf_counter() - start
         for name, measurement in zip(detectors, theirs):

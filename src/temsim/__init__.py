@@ -8,31 +8,12 @@ import os as _os
 # (docs/design.md); workqueue avoids it. Only a default: a user's own setting wins.
 _os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
+from temsim import structure  # noqa: E402
 from temsim._version import __version__  # noqa: E402
+from temsim.beam_damage import critical_dose, damage, knock_on  # noqa: E402
+from temsim.cameras import CameraModel, camera_model  # noqa: E402
 from temsim.constants import interaction_parameter, wavelength  # noqa: E402
-from temsim.errors import (  # noqa: E402
-    AccuracyWarning,
-    GridMismatchError,
-    InputError,
-    MemoryLimitError,
-    SamplingError,
-    StructureError,
-    TemsimError,
-    TemsimWarning,
-)
-from temsim.grid import Grid  # noqa: E402
-from temsim.settings import ExecutionSettings  # noqa: E402
-from temsim.optics import Aberrations, contrast_transfer_function, scherzer_defocus  # noqa: E402
-from temsim.waves import PlaneWave, Probe  # noqa: E402
-from temsim.potentials import ArrayPotential, Potential, load_parametrization  # noqa: E402
-from temsim.phonons import FrozenPhonons  # noqa: E402
-from temsim.solvers.multislice import multislice  # noqa: E402
-from temsim.solvers.stem import scan  # noqa: E402
 from temsim.convergence import phonon_convergence  # noqa: E402
-from temsim.imaging import diffraction_pattern, hrtem_image  # noqa: E402
-from temsim.solvers.bloch import beam_convergence, bloch, solve_bloch  # noqa: E402
-from temsim.solvers.bloch_probe import bloch_cbed, bloch_scan  # noqa: E402
-from temsim.positions import CustomScan, GridScan, LineScan  # noqa: E402
 from temsim.detectors import (  # noqa: E402
     AnnularDetector,
     CenterOfMass,
@@ -47,10 +28,29 @@ from temsim.detectors import (  # noqa: E402
     integrate_gradient,
 )
 from temsim.dose import Dose  # noqa: E402
-from temsim.cameras import CameraModel, camera_model  # noqa: E402
+from temsim.errors import (  # noqa: E402
+    AccuracyWarning,
+    GridMismatchError,
+    InputError,
+    MemoryLimitError,
+    SamplingError,
+    StructureError,
+    TemsimError,
+    TemsimWarning,
+)
+from temsim.grid import Grid  # noqa: E402
+from temsim.imaging import diffraction_pattern, hrtem_image  # noqa: E402
 from temsim.noise import apply_noise, detector_model  # noqa: E402  (detector_model: deprecated alias)
-from temsim.beam_damage import critical_dose, damage, knock_on  # noqa: E402
-from temsim import structure  # noqa: E402
+from temsim.optics import Aberrations, contrast_transfer_function, scherzer_defocus  # noqa: E402
+from temsim.phonons import FrozenPhonons  # noqa: E402
+from temsim.positions import CustomScan, GridScan, LineScan  # noqa: E402
+from temsim.potentials import ArrayPotential, Potential, load_parametrization  # noqa: E402
+from temsim.settings import ExecutionSettings  # noqa: E402
+from temsim.solvers.bloch import beam_convergence, bloch, solve_bloch  # noqa: E402
+from temsim.solvers.bloch_probe import bloch_cbed, bloch_scan  # noqa: E402
+from temsim.solvers.multislice import multislice  # noqa: E402
+from temsim.solvers.stem import scan  # noqa: E402
+from temsim.waves import PlaneWave, Probe  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -139,9 +139,7 @@ def get_namespace(device: str = "cpu"):
         try:
             import cupy  # noqa: F401
         except ImportError as err:
-            raise InputError(
-                "device='gpu' needs cupy: install temsim with `pip install temsim[gpu]`"
-            ) from err
+            raise InputError("device='gpu' needs cupy: install temsim with `pip install temsim[gpu]`") from err
         import array_api_compat.cupy as cp_compat
 
         return cp_compat
@@ -257,12 +255,22 @@ class FFTPlan:
             self.buffer = pyfftw.empty_aligned(self.shape, dtype=dtype)
             axes = (-2, -1)
             self._forward = pyfftw.FFTW(
-                self.buffer, self.buffer, axes=axes, direction="FFTW_FORWARD",
-                flags=flags, threads=threads, planning_timelimit=PLANNING_TIME_LIMIT,
+                self.buffer,
+                self.buffer,
+                axes=axes,
+                direction="FFTW_FORWARD",
+                flags=flags,
+                threads=threads,
+                planning_timelimit=PLANNING_TIME_LIMIT,
             )
             self._backward = pyfftw.FFTW(
-                self.buffer, self.buffer, axes=axes, direction="FFTW_BACKWARD",
-                flags=flags, threads=threads, normalise_idft=False,
+                self.buffer,
+                self.buffer,
+                axes=axes,
+                direction="FFTW_BACKWARD",
+                flags=flags,
+                threads=threads,
+                normalise_idft=False,
                 planning_timelimit=PLANNING_TIME_LIMIT,
             )
             self.buffer[...] = 0

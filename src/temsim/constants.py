@@ -63,13 +63,9 @@ def check_energy(energy: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise InputError(f"energy must be a positive number of eV (e.g. 200e3 for 200 keV), got {energy!r}")
     if value > _MAX_ENERGY:
-        raise InputError(
-            f"energy {value:g} eV is above 10 MeV; energies are in eV (200 keV is 200e3), not keV or J"
-        )
+        raise InputError(f"energy {value:g} eV is above 10 MeV; energies are in eV (200 keV is 200e3), not keV or J")
     if value < 1e3:
-        raise InputError(
-            f"energy {value:g} eV is below 1 keV; energies are in eV (200 keV is 200e3), not keV"
-        )
+        raise InputError(f"energy {value:g} eV is below 1 keV; energies are in eV (200 keV is 200e3), not keV")
     return value
 
 
@@ -94,9 +90,7 @@ def wavelength(energy: float) -> float:
         Wavelength in Å (200 keV → 0.025079 Å).
     """
     energy = check_energy(energy)
-    momentum = math.sqrt(
-        2 * ELECTRON_MASS * ELEMENTARY_CHARGE * energy * (1 + energy / (2 * ELECTRON_REST_ENERGY))
-    )
+    momentum = math.sqrt(2 * ELECTRON_MASS * ELEMENTARY_CHARGE * energy * (1 + energy / (2 * ELECTRON_REST_ENERGY)))
     return PLANCK / momentum * 1e10
 
 

@@ -13,7 +13,7 @@ precision you need (it falls as 1/√n).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import xarray as xr
@@ -58,8 +58,9 @@ def phonon_convergence(probe, potential, detectors: Mapping[str, object], scan=N
         raise InputError("phonon_convergence needs a potential with phonons=temsim.FrozenPhonons(...)")
     if scan_kwargs.get("elastic"):
         raise InputError("phonon_convergence tracks total intensities; call scan(..., elastic=True) separately")
-    results = [run_scan(probe, configuration, detectors, scan, **scan_kwargs)
-               for configuration in potential.configurations()]
+    results = [
+        run_scan(probe, configuration, detectors, scan, **scan_kwargs) for configuration in potential.configurations()
+    ]
     n = len(results)
     if n < 2:
         raise InputError("phonon_convergence needs at least 2 configurations (FrozenPhonons(num_configs=...))")
@@ -70,18 +71,23 @@ def phonon_convergence(probe, potential, detectors: Mapping[str, object], scan=N
         running = np.cumsum(stacked, axis=0) / counts.reshape((-1,) + (1,) * (stacked.ndim - 1))
         errors = np.stack([standard_error(stacked[:k]) for k in counts])
         image_means = stacked.reshape(n, -1).mean(axis=1)
-        relative = np.array([standard_error(image_means[:k]) / abs(image_means[:k].mean()) if k > 1 else np.nan
-                             for k in counts])
+        relative = np.array(
+            [standard_error(image_means[:k]) / abs(image_means[:k].mean()) if k > 1 else np.nan for k in counts]
+        )
         template = results[0][name]
         dims = ("num_configs",) + template.dims
         coords = {key: value for key, value in template.coords.items()}
         coords["num_configs"] = ("num_configs", counts)
         variables[name] = xr.DataArray(running.astype(np.float32), dims=dims, coords=coords, attrs=template.attrs)
-        variables[f"{name}_standard_error"] = xr.DataArray(errors.astype(np.float32), dims=dims, coords=coords,
-                                                           attrs={"units": template.attrs.get("units", "")})
+        variables[f"{name}_standard_error"] = xr.DataArray(
+            errors.astype(np.float32), dims=dims, coords=coords, attrs={"units": template.attrs.get("units", "")}
+        )
         variables[f"{name}_relative_error"] = xr.DataArray(
-            relative, dims=("num_configs",), coords={"num_configs": counts},
-            attrs={"long_name": "standard error of the image mean / image mean"})
+            relative,
+            dims=("num_configs",),
+            coords={"num_configs": counts},
+            attrs={"long_name": "standard error of the image mean / image mean"},
+        )
     attrs = dict(results[0].attrs)
     attrs["frozen_phonon_configurations"] = n
     attrs["phonons"] = repr(potential.phonons)

@@ -99,11 +99,15 @@ class Grid:
         object.__setattr__(self, "gpts", gpts)
         # the least any calculation on this grid holds: one complex128 plane (and k², a mask)
         need = 32 * gpts[0] * gpts[1]
-        require(need, available_memory(), f"a {gpts[0]}×{gpts[1]} grid ({extent[0]:.4g}×{extent[1]:.4g} Å)",
-                "coarsen the sampling or use a smaller cell")
+        require(
+            need,
+            available_memory(),
+            f"a {gpts[0]}×{gpts[1]} grid ({extent[0]:.4g}×{extent[1]:.4g} Å)",
+            "coarsen the sampling or use a smaller cell",
+        )
 
     @classmethod
-    def from_sampling(cls, extent, sampling, *, fft_friendly: bool = True) -> "Grid":
+    def from_sampling(cls, extent, sampling, *, fft_friendly: bool = True) -> Grid:
         """Grid over ``extent`` (Å) with spacing at most ``sampling`` (Å, scalar or (dx, dy)).
 
         The number of points is rounded *up* to a fast FFT size (:func:`fast_fft_size`), so the
@@ -179,7 +183,7 @@ class Grid:
                 f"use sampling ≤ {needed:.4f} Å"
             )
 
-    def same_as(self, other: "Grid", rtol: float = 1e-9) -> bool:
+    def same_as(self, other: Grid, rtol: float = 1e-9) -> bool:
         """True if both grids have the same points and (to ``rtol``) the same extent."""
         return self.gpts == other.gpts and all(
             abs(a - b) <= rtol * max(abs(a), abs(b)) for a, b in zip(self.extent, other.extent)

@@ -132,7 +132,7 @@ def _dim_names(detectors: dict) -> dict[str, dict[str, str]]:
     """Final names of each detector's own dims: plain unless two detectors use the same name
     with different coordinates, then ``<detector>_<dim>``."""
     seen: dict[str, list] = {}
-    for name, det in detectors.items():
+    for det in detectors.values():
         if det.derived:
             continue
         coords = det.extra_coords()
@@ -143,12 +143,17 @@ def _dim_names(detectors: dict) -> dict[str, dict[str, str]]:
     for dim, values in seen.items():
         first = values[0]
         for other in values[1:]:
-            same = (first is not None and other is not None and first.shape == other.shape
-                    and (first.dtype.kind not in "iuf" or np.allclose(first, other)))
+            same = (
+                first is not None
+                and other is not None
+                and first.shape == other.shape
+                and (first.dtype.kind not in "iuf" or np.allclose(first, other))
+            )
             if not same:
                 clash.add(dim)
-    return {name: {dim: (f"{name}_{dim}" if dim in clash else dim) for dim in det.dims}
-            for name, det in detectors.items()}
+    return {
+        name: {dim: (f"{name}_{dim}" if dim in clash else dim) for dim in det.dims} for name, det in detectors.items()
+    }
 
 
 def _rename(da: xr.DataArray, mapping: dict[str, str]) -> xr.DataArray:
@@ -156,8 +161,11 @@ def _rename(da: xr.DataArray, mapping: dict[str, str]) -> xr.DataArray:
     if not renames:
         return da
     prefix = next(iter(renames.values())).split("_")[0]
-    coord_renames = {c: f"{prefix}_{c}" for c in da.coords if c not in da.dims and c not in ("thickness",)
-                     and any(d in renames for d in da[c].dims)}
+    coord_renames = {
+        c: f"{prefix}_{c}"
+        for c in da.coords
+        if c not in da.dims and c not in ("thickness",) and any(d in renames for d in da[c].dims)
+    }
     return da.rename({**renames, **coord_renames})
 
 
@@ -173,8 +181,9 @@ class MemorySink:
     def __init__(self, layout: ScanLayout):
         self.layout = layout
         n = len(layout.scan)
-        self.arrays = {channel: np.zeros(layout.unit_shape(channel[0], n), dtype=np.float32)
-                       for channel in layout.channels}
+        self.arrays = {
+            channel: np.zeros(layout.unit_shape(channel[0], n), dtype=np.float32) for channel in layout.channels
+        }
 
     def completed(self) -> set[int]:
         """Indices of units already stored (none: memory does not survive a run)."""
@@ -183,7 +192,7 @@ class MemorySink:
     def write(self, unit: WorkUnit, values: dict) -> None:
         """Add one unit's values ``{(name, component): (thickness, n, *shape)}``."""
         for channel, value in values.items():
-            self.arrays[channel][:, unit.start:unit.stop] += value
+            self.arrays[channel][:, unit.start : unit.stop] += value
 
     def dataset(self, attrs: dict) -> xr.Dataset:
         layout = self.layout
@@ -241,8 +250,9 @@ class StoreSink:
 
     persistent = True
 
-    def __init__(self, output, layout: ScanLayout, fingerprint: str, units: list, *, resume: bool = True,
-                 overwrite: bool = False):
+    def __init__(
+        self, output, layout: ScanLayout, fingerprint: str, units: list, *, resume: bool = True, overwrite: bool = False
+    ):
         self.output = os.fspath(output)
         self.part = self.output + ".part"
         self.layout = layout
@@ -252,8 +262,11 @@ class StoreSink:
         folder = os.path.dirname(os.path.abspath(self.output))
         if not os.path.isdir(folder):
             raise InputError(f"cannot write {self.output}: the folder {folder} does not exist")
-        manifest = {"version": STORE_VERSION, "fingerprint": fingerprint,
-                    "units": [[u.index, u.start, u.stop, u.config, u.component] for u in units]}
+        manifest = {
+            "version": STORE_VERSION,
+            "fingerprint": fingerprint,
+            "units": [[u.index, u.start, u.stop, u.config, u.component] for u in units],
+        }
         if os.path.lexists(self.part) and not os.path.isdir(self.part):
             raise InputError(f"{self.part} exists and is not a temsim scan store (a folder); move it away or delete it")
         if os.path.isdir(self.part):
@@ -276,11 +289,14 @@ class StoreSink:
         except (OSError, ValueError) as err:
             raise InputError(f"{path} is unreadable ({err}); delete {self.part} or pass resume=False") from None
         if stored.get("fingerprint") != manifest["fingerprint"] or stored.get("version") != STORE_VERSION:
-            raise InputError(f"{self.part} is left from a run with different parameters; delete it or pass "
-                             "resume=False")
+            raise InputError(
+                f"{self.part} is left from a run with different parameters; delete it or pass resume=False"
+            )
         if stored.get("units") != manifest["units"]:
-            raise InputError(f"{self.part} was made with another batch size; rerun with the batch size of that run, "
-                             "or delete it (or pass resume=False) to start over")
+            raise InputError(
+                f"{self.part} was made with another batch size; rerun with the batch size of that run, "
+                "or delete it (or pass resume=False) to start over"
+            )
 
     def _unit_path(self, index: int) -> str:
         return os.path.join(self.part, f"unit-{index:06d}.npz")
@@ -319,8 +335,11 @@ class StoreSink:
         batches: dict = {}
         for unit in self.units:
             batches.setdefault((unit.start, unit.stop), []).append(unit)
-        derived = {channel: np.zeros(layout.unit_shape(channel[0], len(layout.scan)), dtype=np.float32)
-                   for channel in layout.channels if layout.detectors[channel[0]].derived}
+        derived = {
+            channel: np.zeros(layout.unit_shape(channel[0], len(layout.scan)), dtype=np.float32)
+            for channel in layout.channels
+            if layout.detectors[channel[0]].derived
+        }
         with h5netcdf.File(tmp, "w") as f:
             variables = _create_variables(f, layout, attrs)
             for (start, stop), units in batches.items():
@@ -384,8 +403,9 @@ def _create_variables(f, layout: ScanLayout, attrs: dict) -> dict:
         dims = leading + tuple(scan.dims) + tuple(own)
         chunks = (1,) * len(leading) + (1,) * (len(scan.shape) - 1) + (min(scan.shape[-1], 32),)
         chunks += layout.value_shape(name)
-        var = f.create_variable(layout.variable(name, component), dims, dtype="f4", chunks=chunks,
-                                compression="gzip", compression_opts=1)
+        var = f.create_variable(
+            layout.variable(name, component), dims, dtype="f4", chunks=chunks, compression="gzip", compression_opts=1
+        )
         var.attrs.update(_plain_attrs(det.attrs))
         if component != "total":
             var.attrs["component"] = component
@@ -409,6 +429,6 @@ def _write_positions(var, layout: ScanLayout, start: int, values: np.ndarray) ->
     while offset < n:
         row, col = divmod(start + offset, ny)
         m = min(ny - col, n - offset)
-        part = values[:, offset:offset + m] if lead else values[offset:offset + m]
+        part = values[:, offset : offset + m] if lead else values[offset : offset + m]
         var[lead + (row, slice(col, col + m))] = part
         offset += m

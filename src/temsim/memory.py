@@ -97,10 +97,12 @@ def require(nbytes: float, limit: float, what: str, fix: str) -> None:
     The message states the estimate, the limit and ``fix``, the setting that would fit.
 
     >>> require(1024, 2048, "a batch", "use fewer probes")
-    >>> require(3 * 1024**3, 1024**3, "the S-matrix", "raise the interpolation factor")
+    >>> require(3 * 1024**3, 1024**3, "the S-matrix", "raise f")
     Traceback (most recent call last):
     ...
-    temsim.errors.MemoryLimitError: the S-matrix needs 3.00 GiB, more than the 1.00 GiB allowed; raise the interpolation factor
+    temsim.errors.MemoryLimitError: the S-matrix needs 3.00 GiB, more than the 1.00 GiB allowed; raise f
     """
     if nbytes > limit:
-        raise MemoryLimitError(f"{what} needs {format_bytes(nbytes)}, more than the {format_bytes(limit)} allowed; {fix}")
+        raise MemoryLimitError(
+            f"{what} needs {format_bytes(nbytes)}, more than the {format_bytes(limit)} allowed; {fix}"
+        )

@@ -41,11 +41,20 @@ __all__ = [
 
 # (n, m) of every coefficient up to fifth order; m = 0 terms are round and have no angle.
 _ORDERS = [
-    (1, 0), (1, 2),
-    (2, 1), (2, 3),
-    (3, 0), (3, 2), (3, 4),
-    (4, 1), (4, 3), (4, 5),
-    (5, 0), (5, 2), (5, 4), (5, 6),
+    (1, 0),
+    (1, 2),
+    (2, 1),
+    (2, 3),
+    (3, 0),
+    (3, 2),
+    (3, 4),
+    (4, 1),
+    (4, 3),
+    (4, 5),
+    (5, 0),
+    (5, 2),
+    (5, 4),
+    (5, 6),
 ]
 
 
@@ -102,7 +111,7 @@ class Aberrations:
             object.__setattr__(self, f.name, value)
 
     @classmethod
-    def from_defocus(cls, defocus: float = 0.0, Cs: float = 0.0, C5: float = 0.0, **others) -> "Aberrations":
+    def from_defocus(cls, defocus: float = 0.0, Cs: float = 0.0, C5: float = 0.0, **others) -> Aberrations:
         """Aberrations from a defocus (Å, positive = underfocus), Cs (Å) and C5 (Å)."""
         return cls(C10=-float(defocus), C30=float(Cs), C50=float(C5), **others)
 
@@ -116,7 +125,7 @@ class Aberrations:
         """Spherical aberration C30 in Å."""
         return self.C30
 
-    def with_defocus(self, defocus: float) -> "Aberrations":
+    def with_defocus(self, defocus: float) -> Aberrations:
         """Copy with ``C10 = −defocus``."""
         from dataclasses import replace
 

@@ -176,7 +176,9 @@ def _normalize(source, what: str, allow_pairs: bool):
             symbol = _symbol(key)
             if symbol in items:
                 raise InputError(f"element {symbol} appears twice in {what}")
-            items[symbol] = _pair(value, f"{what}[{symbol}]") if allow_pairs else _non_negative(value, f"{what}[{symbol}]")
+            items[symbol] = (
+                _pair(value, f"{what}[{symbol}]") if allow_pairs else _non_negative(value, f"{what}[{symbol}]")
+            )
         return tuple(sorted(items.items()))
     if allow_pairs and isinstance(source, (tuple, list, np.ndarray)):
         return _pair(source, what)
@@ -238,8 +240,7 @@ class FrozenPhonons:
         if len(given) != 1:
             detail = "none was given" if not given else f"got {', '.join(given)}"
             raise InputError(
-                "give exactly one of sigmas (Å), b_factors (Å²) or debye_temperature (K) "
-                f"to FrozenPhonons; {detail}"
+                f"give exactly one of sigmas (Å), b_factors (Å²) or debye_temperature (K) to FrozenPhonons; {detail}"
             )
         object.__setattr__(self, "sigmas", _normalize(self.sigmas, "sigmas", allow_pairs=True))
         object.__setattr__(self, "b_factors", _normalize(self.b_factors, "b_factors", allow_pairs=True))
@@ -251,7 +252,11 @@ class FrozenPhonons:
         object.__setattr__(self, "debye_temperature", theta)
         temperature = _non_negative(self.temperature, "temperature (K)")
         object.__setattr__(self, "temperature", temperature)
-        if isinstance(self.num_configs, bool) or not isinstance(self.num_configs, (int, np.integer)) or self.num_configs < 1:
+        if (
+            isinstance(self.num_configs, bool)
+            or not isinstance(self.num_configs, (int, np.integer))
+            or self.num_configs < 1
+        ):
             raise InputError(f"num_configs must be an integer ≥ 1, got {self.num_configs!r}")
         object.__setattr__(self, "num_configs", int(self.num_configs))
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
@@ -313,7 +318,11 @@ class FrozenPhonons:
         sigma = np.zeros((len(atoms), 3))
         if self.model == "debye":
             theta = self.debye_temperature
-            thetas = self._lookup(theta, symbols, "debye_temperature") if isinstance(theta, tuple) else np.full(len(atoms), theta)
+            thetas = (
+                self._lookup(theta, symbols, "debye_temperature")
+                if isinstance(theta, tuple)
+                else np.full(len(atoms), theta)
+            )
             masses = atoms.get_masses()
             cache: dict[tuple[float, float], float] = {}
             for i, (t, m) in enumerate(zip(thetas, masses)):

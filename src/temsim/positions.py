@@ -39,13 +39,17 @@ def _pair(value, name):
 
 def _check_inside(positions: np.ndarray, extent, what: str) -> None:
     tol = 1e-6
-    outside = (positions[:, 0] < -tol) | (positions[:, 1] < -tol) | (positions[:, 0] > extent[0] + tol) | (
-        positions[:, 1] > extent[1] + tol
+    outside = (
+        (positions[:, 0] < -tol)
+        | (positions[:, 1] < -tol)
+        | (positions[:, 0] > extent[0] + tol)
+        | (positions[:, 1] > extent[1] + tol)
     )
     if np.any(outside):
         bad = positions[outside][0]
         raise InputError(
-            f"{what} reaches ({bad[0]:.3f}, {bad[1]:.3f}) Å, outside the cell (0–{extent[0]:.3f}, 0–{extent[1]:.3f} Å); "
+            f"{what} reaches ({bad[0]:.3f}, {bad[1]:.3f}) Å, outside the cell "
+            f"(0–{extent[0]:.3f}, 0–{extent[1]:.3f} Å); "
             "keep positions inside the cell or tile the structure"
         )
 
@@ -83,7 +87,7 @@ class GridScan:
         if self.gpts is not None and any(int(g) < 1 for g in self.gpts):
             raise InputError(f"scan gpts must be ≥ 1, got {self.gpts!r}")
 
-    def resolve(self, extent, probe_sampling: float) -> "ResolvedScan":
+    def resolve(self, extent, probe_sampling: float) -> ResolvedScan:
         start = (0.0, 0.0) if self.start is None else _pair(self.start, "scan start")
         end = tuple(extent) if self.end is None else _pair(self.end, "scan end")
         if end[0] <= start[0] or end[1] <= start[1]:
@@ -94,13 +98,19 @@ class GridScan:
         if self.gpts is not None:
             gpts = tuple(int(g) for g in self.gpts)
         else:
-            sampling = np.broadcast_to(np.asarray(self.sampling if self.sampling is not None else probe_sampling,
-                                                  dtype=float), (2,))
-            gpts = tuple(max(1, int(math.ceil(length[i] / sampling[i] - 1e-9)) + (1 if self.endpoint else 0))
-                         for i in range(2))
+            sampling = np.broadcast_to(
+                np.asarray(self.sampling if self.sampling is not None else probe_sampling, dtype=float), (2,)
+            )
+            gpts = tuple(
+                max(1, int(math.ceil(length[i] / sampling[i] - 1e-9)) + (1 if self.endpoint else 0)) for i in range(2)
+            )
         positions_bytes = 16 * gpts[0] * gpts[1]
-        require(positions_bytes, available_memory() // 4, f"a scan of {gpts[0]}×{gpts[1]} probe positions",
-                "scan a smaller area or use a larger scan step (sampling=)")
+        require(
+            positions_bytes,
+            available_memory() // 4,
+            f"a scan of {gpts[0]}×{gpts[1]} probe positions",
+            "scan a smaller area or use a larger scan step (sampling=)",
+        )
         axes = []
         for i in range(2):
             n = gpts[i]
@@ -120,7 +130,7 @@ class LineScan:
     gpts: int | None = None
     sampling: float | None = None
 
-    def resolve(self, extent, probe_sampling: float) -> "ResolvedScan":
+    def resolve(self, extent, probe_sampling: float) -> ResolvedScan:
         start = np.array(_pair(self.start, "line start"))
         end = np.array(_pair(self.end, "line end"))
         length = float(np.linalg.norm(end - start))
@@ -141,7 +151,7 @@ class CustomScan:
 
     positions: tuple
 
-    def resolve(self, extent, probe_sampling: float) -> "ResolvedScan":
+    def resolve(self, extent, probe_sampling: float) -> ResolvedScan:
         positions = np.asarray(self.positions, dtype=float).reshape(-1, 2)
         if len(positions) == 0:
             raise InputError("CustomScan needs at least one position")

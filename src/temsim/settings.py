@@ -75,19 +75,22 @@ class ExecutionSettings:
         if self.batch_size is not None:
             object.__setattr__(self, "batch_size", as_number("batch_size", self.batch_size, integer=True, minimum=1))
         if self.memory_limit is not None:
-            object.__setattr__(self, "memory_limit",
-                               as_number("memory_limit", self.memory_limit, "bytes", integer=True, minimum=1))
+            object.__setattr__(
+                self, "memory_limit", as_number("memory_limit", self.memory_limit, "bytes", integer=True, minimum=1)
+            )
         if self.threads is not None:
             object.__setattr__(self, "threads", as_number("threads", self.threads, integer=True, minimum=1))
         if self.progress is not None and not isinstance(self.progress, bool):
             raise InputError(f"progress must be True, False or None, got {self.progress!r}")
 
-    def replace(self, **changes) -> "ExecutionSettings":
+    def replace(self, **changes) -> ExecutionSettings:
         """A copy with ``changes`` (validated again)."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise InputError(f"unknown execution setting(s) {sorted(unknown)}; valid ones are "
-                             f"{', '.join(f.name for f in dataclasses.fields(self))}")
+            raise InputError(
+                f"unknown execution setting(s) {sorted(unknown)}; valid ones are "
+                f"{', '.join(f.name for f in dataclasses.fields(self))}"
+            )
         return dataclasses.replace(self, **changes)
 
     @property

@@ -183,8 +183,7 @@ class Probe:
             return np.zeros(1), np.ones(1)
         return gauss_hermite_defoci(self.focal_spread, int(self.focal_samples))
 
-    def spectrum(self, grid: Grid, positions, xp=np, dtype: str = "complex64", defocus_offset: float = 0.0,
-                 out=None):
+    def spectrum(self, grid: Grid, positions, xp=np, dtype: str = "complex64", defocus_offset: float = 0.0, out=None):
         """Fourier coefficients of probes at ``positions`` (Å, shape (n, 2)), shape (n, nx, ny).
 
         Scaled so that an *unnormalized* inverse FFT (``FFTPlan.backward``) gives probes with

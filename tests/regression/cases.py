@@ -15,8 +15,18 @@ import sys
 import numpy as np
 
 #: Plan-table fields compared at the complex64 tolerance (they are smooth functions of the rates).
-PLAN_EXACT_FIELDS = ("required_dose", "undamaged_dose", "bhattacharyya_dose", "j_per_dose", "budget", "margin",
-                     "dose_low", "dose_high", "knock_on_probability", "best_power_within_budget")
+PLAN_EXACT_FIELDS = (
+    "required_dose",
+    "undamaged_dose",
+    "bhattacharyya_dose",
+    "j_per_dose",
+    "budget",
+    "margin",
+    "dose_low",
+    "dose_high",
+    "knock_on_probability",
+    "best_power_within_budget",
+)
 
 
 def _srtio3(reps=(2, 2, 2)):
@@ -65,8 +75,14 @@ def stem_phonons_elastic() -> dict:
     temsim, potential, probe, scan = _stem_setup()
     phonons = temsim.FrozenPhonons(sigmas=0.08, num_configs=2, seed=3)
     potential = temsim.Potential(_srtio3((4, 4, 2)), gpts=(320, 320), slice_thickness=3.905 / 2, phonons=phonons)
-    ds = temsim.scan(probe, potential, {"HAADF": temsim.AnnularDetector(60.0, 150.0)},
-                     temsim.GridScan(gpts=(4, 4)), progress=False, elastic=True)
+    ds = temsim.scan(
+        probe,
+        potential,
+        {"HAADF": temsim.AnnularDetector(60.0, 150.0)},
+        temsim.GridScan(gpts=(4, 4)),
+        progress=False,
+        elastic=True,
+    )
     return {f"phonons_{name}": np.asarray(ds[name].values) for name in ds.data_vars}
 
 
@@ -77,8 +93,9 @@ def stem_prism() -> dict:
     detectors = {"HAADF": temsim.AnnularDetector(60.0, 150.0), "BF": temsim.AnnularDetector(0.0, 20.0)}
     ds = temsim.scan(probe, potential, detectors, scan, method="prism", interpolation=2, progress=False)
     out = {f"prism_{name}": np.asarray(ds[name].values) for name in ds.data_vars}
-    series = temsim.scan(probe, potential, detectors, scan, method="prism", interpolation=2, progress=False,
-                         save_every=2)
+    series = temsim.scan(
+        probe, potential, detectors, scan, method="prism", interpolation=2, progress=False, save_every=2
+    )
     out.update({f"prism_series_{name}": np.asarray(series[name].values) for name in series.data_vars})
     out["prism_series_thickness"] = np.asarray(series["thickness"].values)
     return out
@@ -89,7 +106,10 @@ def bloch_thickness_series() -> dict:
     from temsim import structure
 
     ds = temsim.bloch(structure.srtio3(), 200e3, (0, 0, 1), thickness=np.linspace(10.0, 200.0, 12), g_max=4.0)
-    return {"bloch_amplitude": np.asarray(ds["amplitude"].values), "bloch_intensity": np.asarray(ds["intensity"].values)}
+    return {
+        "bloch_amplitude": np.asarray(ds["amplitude"].values),
+        "bloch_intensity": np.asarray(ds["intensity"].values),
+    }
 
 
 def bloch_stem() -> dict:
@@ -97,10 +117,16 @@ def bloch_stem() -> dict:
     from temsim import structure
 
     probe = temsim.Probe(energy=200e3, semiangle_cutoff=15.0)
-    ds = temsim.bloch_scan(probe, structure.srtio3(), {"HAADF": temsim.AnnularDetector(50.0, 100.0),
-                                                       "BF": temsim.AnnularDetector(0.0, 15.0)},
-                           thickness=(40.0, 80.0), repetitions=(3, 3), scan=temsim.GridScan(gpts=(3, 3)),
-                           g_max=3.0, sampling=0.08)
+    ds = temsim.bloch_scan(
+        probe,
+        structure.srtio3(),
+        {"HAADF": temsim.AnnularDetector(50.0, 100.0), "BF": temsim.AnnularDetector(0.0, 15.0)},
+        thickness=(40.0, 80.0),
+        repetitions=(3, 3),
+        scan=temsim.GridScan(gpts=(3, 3)),
+        g_max=3.0,
+        sampling=0.08,
+    )
     return {f"bloch_stem_{name}": np.asarray(ds[name].values) for name in ds.data_vars}
 
 

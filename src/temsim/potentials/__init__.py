@@ -8,13 +8,13 @@ imply), and :func:`projected_potential_at` / :func:`band_limited_radial_potentia
 
 from __future__ import annotations
 
+from temsim.potentials.array_potential import ArrayPotential
 from temsim.potentials.parametrizations import (
     PARAMETRIZATIONS,
     Parametrization,
     ParametrizationName,
     load_parametrization,
 )
-from temsim.potentials.array_potential import ArrayPotential
 from temsim.potentials.potential import PROJECTIONS, Potential, ProjectionName
 from temsim.potentials.projection import band_limited_radial_potential, projected_potential_at
 

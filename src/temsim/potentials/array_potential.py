@@ -48,8 +48,7 @@ class ArrayPotential:
         if np.any(thickness <= 0):
             raise InputError(f"slice thicknesses must be positive (Å), got {thickness.tolist()}")
         self.slice_thicknesses = thickness
-        self._keys = [hashlib.sha1(s.tobytes() + np.float64(t).tobytes()).hexdigest()
-                      for s, t in zip(array, thickness)]
+        self._keys = [hashlib.sha1(s.tobytes() + np.float64(t).tobytes()).hexdigest() for s, t in zip(array, thickness)]
 
     @property
     def num_slices(self) -> int:
@@ -73,5 +72,9 @@ class ArrayPotential:
             yield xp.asarray(self._slices[i])
 
     def projected(self) -> xr.DataArray:
-        return xr.DataArray(self._slices.sum(0), dims=("x", "y"),
-                            coords={"x": self.grid.x(), "y": self.grid.y()}, attrs={"units": "V·Å"})
+        return xr.DataArray(
+            self._slices.sum(0),
+            dims=("x", "y"),
+            coords={"x": self.grid.x(), "y": self.grid.y()},
+            attrs={"units": "V·Å"},
+        )

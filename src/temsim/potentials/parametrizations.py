@@ -47,11 +47,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from types import MappingProxyType
-from typing import Literal, Mapping
+from typing import Literal
 
 import numpy as np
 
@@ -333,7 +334,7 @@ def read_table(name: str) -> dict:
     return json.loads(text)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(name: str) -> Parametrization:
     table = read_table(name)
     terms = {}
@@ -375,7 +376,5 @@ def load_parametrization(name: ParametrizationName | Parametrization = "lobato")
     if isinstance(name, Parametrization):
         return name
     if name not in PARAMETRIZATIONS:
-        raise InputError(
-            f"unknown parametrization {name!r}; valid names are {', '.join(map(repr, PARAMETRIZATIONS))}"
-        )
+        raise InputError(f"unknown parametrization {name!r}; valid names are {', '.join(map(repr, PARAMETRIZATIONS))}")
     return _load(name)

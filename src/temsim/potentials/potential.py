@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from typing import Iterator, Literal, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -122,10 +123,17 @@ class Potential:
     4
     """
 
-    def __init__(self, atoms, sampling=None, gpts=None, slice_thickness=1.0,
-                 parametrization: ParametrizationName = "lobato",
-                 projection: ProjectionName = "infinite", cutoff_tolerance: float = 1e-3,
-                 phonons=None):
+    def __init__(
+        self,
+        atoms,
+        sampling=None,
+        gpts=None,
+        slice_thickness=1.0,
+        parametrization: ParametrizationName = "lobato",
+        projection: ProjectionName = "infinite",
+        cutoff_tolerance: float = 1e-3,
+        phonons=None,
+    ):
         if phonons is not None and not callable(getattr(phonons, "configurations", None)):
             raise InputError(
                 f"phonons must be a temsim.FrozenPhonons (e.g. FrozenPhonons(sigmas=0.08, num_configs=8, seed=0)), "
@@ -133,9 +141,7 @@ class Potential:
             )
         self._phonons = phonons
         if projection not in PROJECTIONS:
-            raise InputError(
-                f"unknown projection {projection!r}; valid values are {', '.join(map(repr, PROJECTIONS))}"
-            )
+            raise InputError(f"unknown projection {projection!r}; valid values are {', '.join(map(repr, PROJECTIONS))}")
         if isinstance(parametrization, Parametrization):
             self._param = parametrization
         else:
@@ -166,9 +172,7 @@ class Potential:
         self._starts = np.searchsorted(which[self._order], np.arange(n + 1))
         self._z_order = np.argsort(z, kind="stable")
         self._z_sorted = z[self._z_order]
-        self._cutoffs = {
-            int(Z): self._param.cutoff_radius(int(Z), tol) for Z in np.unique(self._numbers)
-        }
+        self._cutoffs = {int(Z): self._param.cutoff_radius(int(Z), tol) for Z in np.unique(self._numbers)}
         self._max_cutoff = max(self._cutoffs.values(), default=0.0)
 
     # ------------------------------------------------------------------ construction
@@ -245,7 +249,7 @@ class Potential:
         """The :class:`~temsim.phonons.FrozenPhonons` model, or ``None`` for a static lattice."""
         return self._phonons
 
-    def configurations(self) -> Iterator["Potential"]:
+    def configurations(self) -> Iterator[Potential]:
         """Static potentials of the frozen-phonon configurations (just ``self`` without phonons).
 
         Each has the same grid, slicing, parametrization and projection, and the atoms of one
@@ -331,14 +335,17 @@ class Potential:
         """
         n = self.num_slices
         if self._projection == "infinite":
-            idx = self._order[self._starts[i]:self._starts[i + 1]]
+            idx = self._order[self._starts[i] : self._starts[i + 1]]
             inf = np.full(idx.size, np.inf)
             return idx, -inf, inf
         lo = -np.inf if i == 0 else self._limits[i]
         hi = np.inf if i == n - 1 else self._limits[i + 1]
         a = np.searchsorted(self._z_sorted, lo - self._max_cutoff, side="left") if np.isfinite(lo) else 0
-        b = (np.searchsorted(self._z_sorted, hi + self._max_cutoff, side="right")
-             if np.isfinite(hi) else self._z_sorted.size)
+        b = (
+            np.searchsorted(self._z_sorted, hi + self._max_cutoff, side="right")
+            if np.isfinite(hi)
+            else self._z_sorted.size
+        )
         idx = self._z_order[a:b]
         z = self._positions[idx, 2]
         rc = np.array([self._cutoffs[int(Z)] for Z in self._numbers[idx]], dtype=float)
@@ -373,8 +380,11 @@ class Potential:
     # ------------------------------------------------------------------ building slices
     def _groups(self, i: int):
         idx, t1, t2 = self._slice_atoms(i)
-        keys = np.stack([self._numbers[idx], _quantize(t1), _quantize(t2)], axis=1) if idx.size else \
-            np.zeros((0, 3), dtype=np.int64)
+        keys = (
+            np.stack([self._numbers[idx], _quantize(t1), _quantize(t2)], axis=1)
+            if idx.size
+            else np.zeros((0, 3), dtype=np.int64)
+        )
         uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
         inverse = np.asarray(inverse).reshape(-1)
         groups = []
@@ -481,8 +491,9 @@ class Potential:
         total = np.zeros(self._grid.gpts, dtype=np.float32)
         for s in self.iter_slices():
             total += s
-        return xr.DataArray(total, dims=("x", "y"), coords=self._coords(), attrs=self._attrs(),
-                            name="projected_potential")
+        return xr.DataArray(
+            total, dims=("x", "y"), coords=self._coords(), attrs=self._attrs(), name="projected_potential"
+        )
 
     def slices(self):
         """All slices as a DataArray ``(slice, x, y)`` in V·Å with a ``z`` coordinate of slice
@@ -493,22 +504,28 @@ class Potential:
         coords = self._coords()
         coords["z"] = ("slice", 0.5 * (self._limits[:-1] + self._limits[1:]), {"units": "Å"})
         coords["slice"] = ("slice", np.arange(self.num_slices))
-        return xr.DataArray(data, dims=("slice", "x", "y"), coords=coords, attrs=self._attrs(),
-                            name="projected_potential")
+        return xr.DataArray(
+            data, dims=("slice", "x", "y"), coords=coords, attrs=self._attrs(), name="projected_potential"
+        )
 
     # ------------------------------------------------------------------ variants
     def _kwargs(self) -> dict:
-        return dict(gpts=None, sampling=self._grid.sampling, parametrization=self._param,
-                    projection=self._projection, cutoff_tolerance=self._tolerance)
+        return dict(
+            gpts=None,
+            sampling=self._grid.sampling,
+            parametrization=self._param,
+            projection=self._projection,
+            cutoff_tolerance=self._tolerance,
+        )
 
-    def with_atoms(self, atoms) -> "Potential":
+    def with_atoms(self, atoms) -> Potential:
         """Same settings (sampling, slicing rule, parametrization, projection) for new atoms.
 
         The result is static (no ``phonons``)."""
         kwargs = self._kwargs()
         return Potential(atoms, slice_thickness=self._slice_thickness_arg, **kwargs)
 
-    def tile(self, reps: Sequence[int]) -> "Potential":
+    def tile(self, reps: Sequence[int]) -> Potential:
         """Potential of the structure repeated ``reps`` = (nx, ny) or (nx, ny, nz) times.
 
         The lateral sampling stays the same (gpts are multiplied); a scalar slice thickness

@@ -38,8 +38,7 @@ __all__ = [
 ]
 
 
-def radial_factor(parametrization: Parametrization, Z: int, k, z_start: float = -math.inf,
-                  z_stop: float = math.inf):
+def radial_factor(parametrization: Parametrization, Z: int, k, z_start: float = -math.inf, z_stop: float = math.inf):
     """Radial Fourier factor F(|k|) (V·Å³) of one atom for slice limits relative to the atom.
 
     ``(−inf, inf)`` is the infinite projection; otherwise the potential integrated over
@@ -203,9 +202,16 @@ def accumulate_radial(ex, ey, group_of_atom, table, k_step, k_abs, inside):
     return out
 
 
-def band_limited_radial_potential(parametrization, Z: int, r, cutoff: float, *,
-                                  z_start: float = -math.inf, z_stop: float = math.inf,
-                                  n_nodes: int | None = None):
+def band_limited_radial_potential(
+    parametrization,
+    Z: int,
+    r,
+    cutoff: float,
+    *,
+    z_start: float = -math.inf,
+    z_stop: float = math.inf,
+    n_nodes: int | None = None,
+):
     """Projected potential of one isolated atom, band-limited to |k| ≤ ``cutoff``, in V·Å.
 
     ``v(r) = 2π ∫_0^{cutoff} k J0(2π k r) F(k) dk`` (Hankel transform, Gauss–Legendre
@@ -238,12 +244,13 @@ def band_limited_radial_potential(parametrization, Z: int, r, cutoff: float, *,
     out = np.empty(flat.shape)
     chunk = max(1, 2_000_000 // n_nodes)
     for s in range(0, flat.size, chunk):
-        out[s:s + chunk] = j0(2 * math.pi * np.multiply.outer(flat[s:s + chunk], k)) @ weights
+        out[s : s + chunk] = j0(2 * math.pi * np.multiply.outer(flat[s : s + chunk], k)) @ weights
     return 2 * math.pi * out.reshape(r.shape)
 
 
-def projected_potential_at(numbers, positions, points, parametrization="lobato", *,
-                           cutoff: float | None = None, cell=None, images: int = 1):
+def projected_potential_at(
+    numbers, positions, points, parametrization="lobato", *, cutoff: float | None = None, cell=None, images: int = 1
+):
     """Sum of atomic projected potentials at arbitrary points (V·Å), an independent reference.
 
     Parameters

@@ -62,15 +62,15 @@ class BandGeometry:
     cutoff: float
 
     @classmethod
-    def from_grid(cls, grid: Grid, cutoff: float | None = None) -> "BandGeometry":
+    def from_grid(cls, grid: Grid, cutoff: float | None = None) -> BandGeometry:
         """Band of ``grid`` up to ``cutoff`` (default ``grid.antialias_cutoff``) in 1/Å."""
         kc = grid.antialias_cutoff if cutoff is None else float(cutoff)
         nx, ny = grid.gpts
         kx_all = grid.kx()
         ky_all = grid.ky()
         n_pos = int(np.sum(np.abs(kx_all[: (nx + 1) // 2]) <= kc))
-        n_neg = int(np.sum(np.abs(kx_all[(nx + 1) // 2:]) <= kc))
-        kx = np.concatenate([kx_all[:n_pos], kx_all[nx - n_neg:]]) if n_neg else kx_all[:n_pos]
+        n_neg = int(np.sum(np.abs(kx_all[(nx + 1) // 2 :]) <= kc))
+        kx = np.concatenate([kx_all[:n_pos], kx_all[nx - n_neg :]]) if n_neg else kx_all[:n_pos]
         n_ky = int(np.sum(np.abs(ky_all[: ny // 2 + 1]) <= kc))
         ky = np.abs(ky_all[:n_ky])  # rfft columns are 0 … ny//2 (the Nyquist one as +)
         k_abs = np.sqrt(kx[:, None] ** 2 + ky[None, :] ** 2)
@@ -109,7 +109,7 @@ def band_spectrum_to_slice(spectrum, band: BandGeometry):
     if gap:
         parts.append(xp.zeros((gap, n_ky), dtype=dtype))
     if band.n_neg:
-        parts.append(spectrum[band.n_pos:, :])
+        parts.append(spectrum[band.n_pos :, :])
     half = xp.concat(parts, axis=0) if len(parts) > 1 else parts[0]
     if n_half > n_ky:
         half = xp.concat([half, xp.zeros((nx, n_half - n_ky), dtype=dtype)], axis=1)

@@ -153,8 +153,9 @@ def propagate_amplitudes(gamma, c, alpha, thickness):
     return weighted @ xp.permute_dims(c, (1, 0))
 
 
-def _potential_table(crystal: OrientedCrystal, indices: np.ndarray, span, parametrization, b_factors,
-                     cutoff: float | None = None) -> np.ndarray:
+def _potential_table(
+    crystal: OrientedCrystal, indices: np.ndarray, span, parametrization, b_factors, cutoff: float | None = None
+) -> np.ndarray:
     """V_q (V) on the grid of index differences ``q = (n, m)``, ``|n| ≤ span[0]``, ``|m| ≤ span[1]``.
 
     Only the differences that beams with integer ``indices`` can form are evaluated (inside the
@@ -176,8 +177,9 @@ def _potential_table(crystal: OrientedCrystal, indices: np.ndarray, span, parame
     return values.reshape(len(n), len(m))
 
 
-def _potential_matrix(crystal: OrientedCrystal, indices: np.ndarray, parametrization, b_factors,
-                      cutoff: float | None = None) -> np.ndarray:
+def _potential_matrix(
+    crystal: OrientedCrystal, indices: np.ndarray, parametrization, b_factors, cutoff: float | None = None
+) -> np.ndarray:
     """V_{g−h} (N, N) for beams with integer ``indices``, each distinct difference computed once.
 
     ``cutoff`` (1/Å): set V_{g−h} = 0 for |g − h| > cutoff (a band-limited potential).
@@ -285,8 +287,11 @@ class BlochWaves:
         }
         data = {
             "amplitude": (("thickness", "beam"), phi, {"long_name": "beam amplitude"}),
-            "intensity": (("thickness", "beam"), np.abs(phi) ** 2,
-                          {"units": "fraction of incident beam", "long_name": "beam intensity"}),
+            "intensity": (
+                ("thickness", "beam"),
+                np.abs(phi) ** 2,
+                {"units": "fraction of incident beam", "long_name": "beam intensity"},
+            ),
         }
         return xr.Dataset(data, coords=coords, attrs=self._attrs())
 
@@ -311,9 +316,11 @@ class BlochWaves:
             "beam_period": self.crystal.period,
             "holz": bool(s.get("holz", False)),
             "approximations": (
-                "forward scattering (paraxial), zero-order Laue zone, perfect crystal" if self.propagator is None else
-                "forward scattering (paraxial), 3-D potential along the beam (all Laue zones, sub-slices of "
-                f"{self.propagator.slice_thickness:.4f} Å), perfect crystal"),
+                "forward scattering (paraxial), zero-order Laue zone, perfect crystal"
+                if self.propagator is None
+                else "forward scattering (paraxial), 3-D potential along the beam (all Laue zones, sub-slices of "
+                f"{self.propagator.slice_thickness:.4f} Å), perfect crystal"
+            ),
             "temsim_version": __version__,
         }
 
@@ -352,8 +359,14 @@ class BlochWaves:
 
         wave = ifft2(spectrum) * (grid.gpts[0] * grid.gpts[1])
         attrs = self._attrs()
-        attrs.update(signal="exit_wave", sampling=list(grid.sampling), extent=list(grid.extent),
-                     gpts=list(grid.gpts), solver="bloch", dtype="complex128")
+        attrs.update(
+            signal="exit_wave",
+            sampling=list(grid.sampling),
+            extent=list(grid.extent),
+            gpts=list(grid.gpts),
+            solver="bloch",
+            dtype="complex128",
+        )
         coords = {"x": ("x", grid.x(), {"units": "Å"}), "y": ("y", grid.y(), {"units": "Å"})}
         if scalar:
             return xr.DataArray(wave[0], dims=("x", "y"), coords=coords, attrs=attrs, name="exit_wave")
@@ -379,13 +392,26 @@ def _place_beams(indices: np.ndarray, amplitudes: np.ndarray, grid: Grid) -> np.
 
 
 # ---------------------------------------------------------------------------- drivers
-def solve_bloch(atoms, energy: float, zone_axis=(0, 0, 1), *, g_max: float | None = None,
-                excitation_error_max: float | None = None, tilt=(0.0, 0.0), parametrization="lobato",
-                b_factors=None, absorption: float = 0.0, device: str | None = None,
-                memory_limit: int | None = None, potential_cutoff: float | None = None,
-                crystal: OrientedCrystal | None = None, holz: bool = False,
-                holz_slice: float | None = None, symmetry: bool = True,
-                settings: ExecutionSettings | None = None) -> BlochWaves:
+def solve_bloch(
+    atoms,
+    energy: float,
+    zone_axis=(0, 0, 1),
+    *,
+    g_max: float | None = None,
+    excitation_error_max: float | None = None,
+    tilt=(0.0, 0.0),
+    parametrization="lobato",
+    b_factors=None,
+    absorption: float = 0.0,
+    device: str | None = None,
+    memory_limit: int | None = None,
+    potential_cutoff: float | None = None,
+    crystal: OrientedCrystal | None = None,
+    holz: bool = False,
+    holz_slice: float | None = None,
+    symmetry: bool = True,
+    settings: ExecutionSettings | None = None,
+) -> BlochWaves:
     """Set up and diagonalize the Bloch-wave problem of a crystal (see :func:`bloch`).
 
     ``potential_cutoff`` (1/Å) band-limits the potential: V_{g−h} = 0 for |g − h| above it
@@ -406,15 +432,19 @@ def solve_bloch(atoms, energy: float, zone_axis=(0, 0, 1), *, g_max: float | Non
     energy = check_energy(energy)
     tilt = check_tilt(tilt)
     g_max = DEFAULT_G_MAX if g_max is None else _check_positive(g_max, "g_max", "1/Å")
-    s_max = (DEFAULT_EXCITATION_ERROR_MAX if excitation_error_max is None
-             else _check_positive(excitation_error_max, "excitation_error_max", "1/Å"))
+    s_max = (
+        DEFAULT_EXCITATION_ERROR_MAX
+        if excitation_error_max is None
+        else _check_positive(excitation_error_max, "excitation_error_max", "1/Å")
+    )
     try:
         kappa = float(absorption)
     except (TypeError, ValueError):
         raise InputError(f"absorption must be a number (fraction of the real potential), got {absorption!r}") from None
     if not (math.isfinite(kappa) and 0 <= kappa < 1):
-        raise InputError(f"absorption must be a fraction 0 ≤ κ < 1 of the real potential (typically 0.05–0.1), "
-                         f"got {absorption!r}")
+        raise InputError(
+            f"absorption must be a fraction 0 ≤ κ < 1 of the real potential (typically 0.05–0.1), got {absorption!r}"
+        )
     if not isinstance(holz, (bool, np.bool_)):
         raise InputError(f"holz must be True or False, got {holz!r}")
     from temsim.solvers.bloch_holz import DEFAULT_HOLZ_SLICE
@@ -430,23 +460,42 @@ def solve_bloch(atoms, energy: float, zone_axis=(0, 0, 1), *, g_max: float | Non
         potential_cutoff = _check_positive(potential_cutoff, "potential_cutoff", "1/Å")
     lam = wavelength(energy)
     tilt_k = tuple(t * 1e-3 / lam for t in tilt)
-    settings = {"g_max": g_max, "excitation_error_max": s_max, "parametrization": str(
-        getattr(parametrization, "name", parametrization)), "b_factors": b_factors, "absorption": kappa,
-                "potential_cutoff": potential_cutoff, "holz": bool(holz), "holz_slice": holz_slice if holz else None}
+    settings = {
+        "g_max": g_max,
+        "excitation_error_max": s_max,
+        "parametrization": str(getattr(parametrization, "name", parametrization)),
+        "b_factors": b_factors,
+        "absorption": kappa,
+        "potential_cutoff": potential_cutoff,
+        "holz": bool(holz),
+        "holz_slice": holz_slice if holz else None,
+    }
     if holz:
         from temsim.solvers.bloch_holz import PeriodPropagator, propagator_modes
 
-        propagator = PeriodPropagator.build(crystal, beams.indices, beams.g, energy, tilt_k, parametrization,
-                                            b_factors, potential_cutoff, kappa, holz_slice)
+        propagator = PeriodPropagator.build(
+            crystal,
+            beams.indices,
+            beams.g,
+            energy,
+            tilt_k,
+            parametrization,
+            b_factors,
+            potential_cutoff,
+            kappa,
+            holz_slice,
+        )
         gamma, c, alpha = propagator_modes(propagator, xp)
         span = np.abs(beams.indices).max(axis=0)
-        v0 = _potential_table(crystal, beams.indices, span, parametrization, b_factors,
-                              potential_cutoff)[beams.indices[:, 0] + span[0], beams.indices[:, 1] + span[1]]
+        v0 = _potential_table(crystal, beams.indices, span, parametrization, b_factors, potential_cutoff)[
+            beams.indices[:, 0] + span[0], beams.indices[:, 1] + span[1]
+        ]
         return BlochWaves(crystal, beams, energy, tilt, v0, gamma, c, alpha, settings, propagator)
     centre = inversion_centre(crystal) if kappa == 0 else None
     if centre is not None and symmetry and tilt == (0.0, 0.0):
-        solution = _solve_symmetric(crystal, beams, energy, tilt, centre, parametrization, b_factors,
-                                    potential_cutoff, settings, xp)
+        solution = _solve_symmetric(
+            crystal, beams, energy, tilt, centre, parametrization, b_factors, potential_cutoff, settings, xp
+        )
         if solution is not None:
             return solution
     v = _potential_matrix(crystal, beams.indices, parametrization, b_factors, potential_cutoff)
@@ -512,8 +561,9 @@ def _beam_orbits(beams: BeamSet, table: np.ndarray, span: int, extent) -> np.nda
     return np.asarray(orbit).reshape(-1)
 
 
-def _solve_symmetric(crystal, beams, energy, tilt, centre, parametrization, b_factors, cutoff, settings,
-                     xp) -> "BlochWaves | None":
+def _solve_symmetric(
+    crystal, beams, energy, tilt, centre, parametrization, b_factors, cutoff, settings, xp
+) -> BlochWaves | None:
     """Untilted incidence on a symmetric zone axis: one row per orbit of equivalent beams.
 
     Only the rows of one representative per orbit are built: ``A_red[O, O'] =
@@ -547,8 +597,9 @@ def _solve_symmetric(crystal, beams, energy, tilt, centre, parametrization, b_fa
     weight = np.conj(d) / np.sqrt(size[orbit])
     v0 = uncentred[indices[:, 0] + span, indices[:, 1] + span]
     settings = dict(settings, symmetry_orbits=n_orbits)
-    return BlochWaves(crystal, beams, energy, tilt, v0, xp.astype(gamma, xp.complex128), c, alpha, settings,
-                      expansion=(orbit, weight))
+    return BlochWaves(
+        crystal, beams, energy, tilt, v0, xp.astype(gamma, xp.complex128), c, alpha, settings, expansion=(orbit, weight)
+    )
 
 
 def _check_memory(n: int, memory_limit, g_max: float) -> None:
@@ -565,10 +616,24 @@ def _check_memory(n: int, memory_limit, g_max: float) -> None:
         )
 
 
-def bloch(atoms, energy: float, zone_axis=(0, 0, 1), thickness=(100.0,), *, g_max: float | None = None,
-          excitation_error_max: float | None = None, tilt=(0.0, 0.0), parametrization="lobato", b_factors=None,
-          absorption: float = 0.0, device: str | None = None, memory_limit: int | None = None, holz: bool = False,
-          holz_slice: float | None = None, settings: ExecutionSettings | None = None) -> xr.Dataset:
+def bloch(
+    atoms,
+    energy: float,
+    zone_axis=(0, 0, 1),
+    thickness=(100.0,),
+    *,
+    g_max: float | None = None,
+    excitation_error_max: float | None = None,
+    tilt=(0.0, 0.0),
+    parametrization="lobato",
+    b_factors=None,
+    absorption: float = 0.0,
+    device: str | None = None,
+    memory_limit: int | None = None,
+    holz: bool = False,
+    holz_slice: float | None = None,
+    settings: ExecutionSettings | None = None,
+) -> xr.Dataset:
     """Beam amplitudes and intensities of a perfect crystal vs thickness by Bloch waves.
 
     Parameters
@@ -640,17 +705,40 @@ def bloch(atoms, energy: float, zone_axis=(0, 0, 1), thickness=(100.0,), *, g_ma
     1.0
     """
     t = _check_thickness(thickness)
-    solution = solve_bloch(atoms, energy, zone_axis, g_max=g_max, excitation_error_max=excitation_error_max,
-                           tilt=tilt, parametrization=parametrization, b_factors=b_factors, absorption=absorption,
-                           device=device, memory_limit=memory_limit, holz=holz, holz_slice=holz_slice,
-                           settings=settings)
+    solution = solve_bloch(
+        atoms,
+        energy,
+        zone_axis,
+        g_max=g_max,
+        excitation_error_max=excitation_error_max,
+        tilt=tilt,
+        parametrization=parametrization,
+        b_factors=b_factors,
+        absorption=absorption,
+        device=device,
+        memory_limit=memory_limit,
+        holz=holz,
+        holz_slice=holz_slice,
+        settings=settings,
+    )
     return solution.to_dataset(t)
 
 
-def beam_convergence(atoms, energy: float, zone_axis=(0, 0, 1), thickness=(100.0,), *, g_max=None,
-                     excitation_error_max=None, factors=(1.0, 2 ** 0.5, 2.0), tilt=(0.0, 0.0),
-                     parametrization="lobato", b_factors=None, absorption: float = 0.0,
-                     holz: bool = False) -> xr.Dataset:
+def beam_convergence(
+    atoms,
+    energy: float,
+    zone_axis=(0, 0, 1),
+    thickness=(100.0,),
+    *,
+    g_max=None,
+    excitation_error_max=None,
+    factors=(1.0, 2**0.5, 2.0),
+    tilt=(0.0, 0.0),
+    parametrization="lobato",
+    b_factors=None,
+    absorption: float = 0.0,
+    holz: bool = False,
+) -> xr.Dataset:
     """How beam intensities change as the beam set grows.
 
     Solves with ``g_max·f`` and ``excitation_error_max·f²`` for each factor ``f`` (f = √2
@@ -672,9 +760,19 @@ def beam_convergence(atoms, energy: float, zone_axis=(0, 0, 1), thickness=(100.0
     crystal = orient_crystal(atoms, zone_axis)
     results = []
     for f in factors:
-        sol = solve_bloch(None, energy, zone_axis, g_max=g0 * f, excitation_error_max=s0 * f * f, tilt=tilt,
-                          parametrization=parametrization, b_factors=b_factors, absorption=absorption,
-                          crystal=crystal, holz=holz)
+        sol = solve_bloch(
+            None,
+            energy,
+            zone_axis,
+            g_max=g0 * f,
+            excitation_error_max=s0 * f * f,
+            tilt=tilt,
+            parametrization=parametrization,
+            b_factors=b_factors,
+            absorption=absorption,
+            crystal=crystal,
+            holz=holz,
+        )
         intensity = np.abs(to_numpy(sol.amplitudes(t))) ** 2
         results.append((sol.num_beams, {tuple(i): j for j, i in enumerate(sol.beams.indices.tolist())}, intensity))
 

@@ -21,8 +21,8 @@ Conventions (shared with multislice, :mod:`temsim.solvers.multislice`):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -163,8 +163,12 @@ def orient_crystal(atoms, zone_axis=(0, 0, 1)) -> OrientedCrystal:
             "along the beam; use temsim.multislice for slabs"
         )
     rotation = oriented.info.get("zone_axis_rotation")
-    return OrientedCrystal(oriented, uvw, np.asarray(atoms.cell, dtype=float).copy(),
-                           None if rotation is None else np.asarray(rotation, dtype=float))
+    return OrientedCrystal(
+        oriented,
+        uvw,
+        np.asarray(atoms.cell, dtype=float).copy(),
+        None if rotation is None else np.asarray(rotation, dtype=float),
+    )
 
 
 # ---------------------------------------------------------------------------- structure factors
@@ -199,8 +203,9 @@ def _b_per_atom(atoms, b_factors) -> np.ndarray:
     return out
 
 
-def structure_factors(crystal: OrientedCrystal, g, parametrization: str | Parametrization = "lobato",
-                      b_factors=None) -> np.ndarray:
+def structure_factors(
+    crystal: OrientedCrystal, g, parametrization: str | Parametrization = "lobato", b_factors=None
+) -> np.ndarray:
     """Fourier coefficients V_g (V, complex128) of the cell-averaged crystal potential.
 
     Parameters
@@ -322,9 +327,17 @@ def _in_lattice(nn: np.ndarray, basis) -> np.ndarray:
     return ok & ((rest % d) == 0) if d else ok & (rest == 0)
 
 
-def select_beams(crystal: OrientedCrystal, energy: float, g_max: float, excitation_error_max: float,
-                 tilt=(0.0, 0.0), parametrization="lobato", b_factors=None, offset=(0.0, 0.0),
-                 along_beam: bool = False) -> BeamSet:
+def select_beams(
+    crystal: OrientedCrystal,
+    energy: float,
+    g_max: float,
+    excitation_error_max: float,
+    tilt=(0.0, 0.0),
+    parametrization="lobato",
+    b_factors=None,
+    offset=(0.0, 0.0),
+    along_beam: bool = False,
+) -> BeamSet:
     """Reflections with ``|g + offset| ≤ g_max`` and ``|s_g| ≤ excitation_error_max``.
 
     Only reflections the projected crystal couples to the transmitted beam are kept: those

@@ -117,9 +117,20 @@ class PeriodPropagator:
         return self.period / self.num_slices
 
     @classmethod
-    def build(cls, crystal: OrientedCrystal, indices: np.ndarray, g: np.ndarray, energy: float, tilt_k,
-              parametrization, b_factors, cutoff: float | None, absorption: float, max_slice: float,
-              l_max: int | None = None) -> "PeriodPropagator":
+    def build(
+        cls,
+        crystal: OrientedCrystal,
+        indices: np.ndarray,
+        g: np.ndarray,
+        energy: float,
+        tilt_k,
+        parametrization,
+        b_factors,
+        cutoff: float | None,
+        absorption: float,
+        max_slice: float,
+        l_max: int | None = None,
+    ) -> PeriodPropagator:
         """Tabulate the 3-D structure factors of every beam difference (see the module docstring).
 
         ``l_max`` defaults to 8 harmonics per sub-slice (the sub-slice average damps harmonic l
@@ -134,16 +145,16 @@ class PeriodPropagator:
         indices = np.asarray(indices, dtype=np.int64)
         diagonal = -math.pi * lam * (g[:, 0] ** 2 + g[:, 1] ** 2 + 2 * (g[:, 0] * tilt_k[0] + g[:, 1] * tilt_k[1]))
         span = 2 * int(np.abs(indices).max()) + 1
-        code = ((indices[:, None, 0] - indices[None, :, 0] + span) * (2 * span + 1)
-                + (indices[:, None, 1] - indices[None, :, 1] + span))
+        code = (indices[:, None, 0] - indices[None, :, 0] + span) * (2 * span + 1) + (
+            indices[:, None, 1] - indices[None, :, 1] + span
+        )
         unique, gather = np.unique(code.ravel(), return_inverse=True)
         diff = np.column_stack([unique // (2 * span + 1) - span, unique % (2 * span + 1) - span])
         Lx, Ly = crystal.extent
         q = diff / np.array([Lx, Ly])
         keep = np.ones(len(q), dtype=bool) if cutoff is None else np.hypot(q[:, 0], q[:, 1]) <= cutoff * (1 + 1e-12)
         ls = np.arange(-l_max, l_max + 1)
-        q3 = np.column_stack([np.repeat(q[keep], len(ls), axis=0),
-                              np.tile(ls / crystal.period, int(keep.sum()))])
+        q3 = np.column_stack([np.repeat(q[keep], len(ls), axis=0), np.tile(ls / crystal.period, int(keep.sum()))])
         values = structure_factors(crystal, q3, parametrization, b_factors).reshape(-1, len(ls)).T
         table = np.zeros((len(ls), len(q)), dtype=np.complex128)
         table[:, keep] = values
@@ -155,10 +166,21 @@ class PeriodPropagator:
         frame = np.exp(2j * math.pi * (np.asarray(g) @ centre))
         coefficients = harmonic_weights(num_slices, l_max) @ table  # (S, D)
         mirror = num_slices % 2 == 0 and bool(
-            np.abs(coefficients - coefficients[::-1]).max() <= 1e-10 * np.abs(coefficients).max())
+            np.abs(coefficients - coefficients[::-1]).max() <= 1e-10 * np.abs(coefficients).max()
+        )
         real = bool(real and absorption == 0)
-        return cls(crystal, indices, diagonal, table, np.asarray(gather).reshape(len(indices), -1), num_slices,
-                   float(absorption), frame, real, mirror and real)
+        return cls(
+            crystal,
+            indices,
+            diagonal,
+            table,
+            np.asarray(gather).reshape(len(indices), -1),
+            num_slices,
+            float(absorption),
+            frame,
+            real,
+            mirror and real,
+        )
 
     def hamiltonian(self, k: int, xp):
         """``H̄_k`` in the frame (H averaged over sub-slice k, 1/Å): (N, N), real when ``self.real``."""
@@ -231,8 +253,9 @@ class PeriodPropagator:
                 if eigen is None:
                     eigen = self.slice_eigen(k, xp)
                 lam, c, c_inv = eigen
-                x = xp.astype(c, xp.complex128) @ (xp.exp(1j * rest * xp.astype(lam, xp.complex128))
-                                                   * (xp.astype(c_inv, xp.complex128) @ x))
+                x = xp.astype(c, xp.complex128) @ (
+                    xp.exp(1j * rest * xp.astype(lam, xp.complex128)) * (xp.astype(c_inv, xp.complex128) @ x)
+                )
             rows[int(i)] = x
         return xp.stack([rows.get(i, vectors[i, :]) for i in range(vectors.shape[0])], axis=0)
 

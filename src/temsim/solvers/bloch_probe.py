@@ -102,7 +102,7 @@ class ConvergentBeamSolution:
         for iq, s in enumerate(solutions):
             phi = to_numpy(s.amplitudes(thickness))  # (T, N)
             own = np.exp(-1j * math.pi * lam * thickness * (q[iq] @ q[iq] + 2 * q[iq] @ kt))
-            self._matrix[:, iq, inverse[starts[iq]:starts[iq + 1]]] = phi * own[:, None]
+            self._matrix[:, iq, inverse[starts[iq] : starts[iq + 1]]] = phi * own[:, None]
         self._q = q
 
     def weights(self, positions, defocus_offset: float = 0.0) -> np.ndarray:
@@ -164,11 +164,23 @@ class BlochEngine(Engine):
         return _attrs(self.solution)
 
 
-def solve_convergent_beam(probe, atoms, zone_axis=(0, 0, 1), thickness=(100.0,), *, repetitions=(4, 4),
-                          sampling=None, g_max: float | None = 3.0, excitation_error_max: float | None = None,
-                          parametrization="lobato", b_factors=None, device: str = "cpu",
-                          potential_cutoff: float | None = None, holz: bool = False,
-                          holz_slice: float | None = None) -> ConvergentBeamSolution:
+def solve_convergent_beam(
+    probe,
+    atoms,
+    zone_axis=(0, 0, 1),
+    thickness=(100.0,),
+    *,
+    repetitions=(4, 4),
+    sampling=None,
+    g_max: float | None = 3.0,
+    excitation_error_max: float | None = None,
+    parametrization="lobato",
+    b_factors=None,
+    device: str = "cpu",
+    potential_cutoff: float | None = None,
+    holz: bool = False,
+    holz_slice: float | None = None,
+) -> ConvergentBeamSolution:
     """Solve the Bloch problem for every partial wave of ``probe`` (see module docstring).
 
     Parameters
@@ -210,16 +222,37 @@ def solve_convergent_beam(probe, atoms, zone_axis=(0, 0, 1), thickness=(100.0,),
     solutions = []
     for i, j in directions:
         tilt = (probe.tilt[0] + i / extent[0] * lam * 1e3, probe.tilt[1] + j / extent[1] * lam * 1e3)
-        solutions.append(solve_bloch(None, probe.energy, zone_axis, g_max=g_max,
-                                     excitation_error_max=excitation_error_max, tilt=tilt,
-                                     parametrization=parametrization, b_factors=b_factors, device=device,
-                                     potential_cutoff=potential_cutoff, crystal=crystal, holz=holz,
-                                     holz_slice=holz_slice))
+        solutions.append(
+            solve_bloch(
+                None,
+                probe.energy,
+                zone_axis,
+                g_max=g_max,
+                excitation_error_max=excitation_error_max,
+                tilt=tilt,
+                parametrization=parametrization,
+                b_factors=b_factors,
+                device=device,
+                potential_cutoff=potential_cutoff,
+                crystal=crystal,
+                holz=holz,
+                holz_slice=holz_slice,
+            )
+        )
     return ConvergentBeamSolution(probe, crystal, reps, grid, directions, solutions, t)
 
 
-def bloch_cbed(probe, atoms, zone_axis=(0, 0, 1), thickness=(100.0,), *, position=(0.0, 0.0),
-               repetitions=(4, 4), max_angle: float | None = None, **kwargs) -> xr.DataArray:
+def bloch_cbed(
+    probe,
+    atoms,
+    zone_axis=(0, 0, 1),
+    thickness=(100.0,),
+    *,
+    position=(0.0, 0.0),
+    repetitions=(4, 4),
+    max_angle: float | None = None,
+    **kwargs,
+) -> xr.DataArray:
     """Convergent-beam diffraction pattern(s) of a perfect crystal by Bloch waves.
 
     Parameters
@@ -256,16 +289,36 @@ def bloch_cbed(probe, atoms, zone_axis=(0, 0, 1), thickness=(100.0,), *, positio
     sy = np.abs(ky) <= limit * (1 + 1e-9)
     attrs = _attrs(sol)
     attrs.update(signal="diffraction", units="fraction of incident beam", position=list(map(float, position)))
-    return xr.DataArray(patterns[:, sx][:, :, sy], dims=("thickness", "kx", "ky"),
-                        coords={"thickness": ("thickness", t, {"units": "Å"}),
-                                "kx": ("kx", kx[sx], {"units": "1/Å"}), "ky": ("ky", ky[sy], {"units": "1/Å"})},
-                        attrs=attrs, name="cbed")
+    return xr.DataArray(
+        patterns[:, sx][:, :, sy],
+        dims=("thickness", "kx", "ky"),
+        coords={
+            "thickness": ("thickness", t, {"units": "Å"}),
+            "kx": ("kx", kx[sx], {"units": "1/Å"}),
+            "ky": ("ky", ky[sy], {"units": "1/Å"}),
+        },
+        attrs=attrs,
+        name="cbed",
+    )
 
 
-def bloch_scan(probe, atoms, detectors: Mapping[str, object], zone_axis=(0, 0, 1), thickness=(100.0,), *,
-               scan=None, repetitions=(4, 4), solution=None, output: str | os.PathLike | None = None,
-               overwrite: bool = False, resume: bool = True, settings: ExecutionSettings | None = None,
-               batch_size: int | None = None, **kwargs) -> xr.Dataset:
+def bloch_scan(
+    probe,
+    atoms,
+    detectors: Mapping[str, object],
+    zone_axis=(0, 0, 1),
+    thickness=(100.0,),
+    *,
+    scan=None,
+    repetitions=(4, 4),
+    solution=None,
+    output: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    resume: bool = True,
+    settings: ExecutionSettings | None = None,
+    batch_size: int | None = None,
+    **kwargs,
+) -> xr.Dataset:
     """STEM signals of a perfect crystal by Bloch waves, for every thickness at once.
 
     Parameters
@@ -307,19 +360,30 @@ def bloch_scan(probe, atoms, detectors: Mapping[str, object], zone_axis=(0, 0, 1
     if not detectors:
         raise InputError("give at least one detector, e.g. detectors={'HAADF': temsim.AnnularDetector(70, 200)}")
     if solution is None:
-        sol = solve_convergent_beam(probe, atoms, zone_axis, _check_thickness(thickness), repetitions=repetitions,
-                                    **kwargs)
+        sol = solve_convergent_beam(
+            probe, atoms, zone_axis, _check_thickness(thickness), repetitions=repetitions, **kwargs
+        )
     else:
         if kwargs:
             raise InputError(f"with solution= the solver settings are the solution's; remove {sorted(kwargs)}")
         sol = solution
-    resolved = (GridScan() if scan is None else scan).resolve(sol.grid.extent,
-                                                              nyquist_sampling(probe.semiangle_cutoff, probe.energy))
+    resolved = (GridScan() if scan is None else scan).resolve(
+        sol.grid.extent, nyquist_sampling(probe.semiangle_cutoff, probe.energy)
+    )
     attrs = {"signal": "stem"}
     if resolved.kind == "grid":
         attrs["scan_step"] = list(resolved.step)
-    return run_scan(BlochEngine(sol, settings.dtype), probe, detectors, resolved, settings=settings, output=output,
-                    overwrite=overwrite, resume=resume, attrs=attrs)
+    return run_scan(
+        BlochEngine(sol, settings.dtype),
+        probe,
+        detectors,
+        resolved,
+        settings=settings,
+        output=output,
+        overwrite=overwrite,
+        resume=resume,
+        attrs=attrs,
+    )
 
 
 def _attrs(sol: ConvergentBeamSolution) -> dict:

@@ -23,9 +23,9 @@ from temsim.backend import array_namespace, to_numpy
 from temsim.errors import InputError
 from temsim.io import MemorySink, ScanLayout, StoreSink, WorkUnit
 from temsim.memory import BYTES_PER_PROBE_PIXEL, available_memory, estimate_batch_size, require
+from temsim.progress import progress_bar
 from temsim.settings import ExecutionSettings
 from temsim.solvers.engine import MEAN_CONFIGURATION, Engine
-from temsim.progress import progress_bar
 
 __all__ = ["run_scan", "work_units", "diffraction_intensity", "probe_attrs"]
 
@@ -78,9 +78,12 @@ class _Accumulator:
     def values(self) -> dict:
         """``{(name, component): float32 array (thickness, n, *value_shape)}`` on the host."""
         channels = {(name, component) for name, component, _ in self.sums}
-        return {channel: np.stack([to_numpy(self.sums[channel + (t,)]).astype(np.float32)
-                                   for t in range(self.num_thicknesses)])
-                for channel in sorted(channels)}
+        return {
+            channel: np.stack(
+                [to_numpy(self.sums[channel + (t,)]).astype(np.float32) for t in range(self.num_thicknesses)]
+            )
+            for channel in sorted(channels)
+        }
 
 
 def _run_unit(engine: Engine, detectors: dict, unit: WorkUnit, positions, defoci, weights, elastic: bool) -> dict:
@@ -113,15 +116,23 @@ def _batch_size(engine: Engine, layout: ScanLayout, settings: ExecutionSettings,
     available = available_memory()
     limit = settings.batch_memory()
     if not streamed:
-        require(layout.result_bytes(), max(limit, available // 2), "keeping the detector results in memory",
-                "stream them to disk with output='scan.nc', crop/bin the pixelated detector (max_angle=, binning=) "
-                "or scan fewer positions")
+        require(
+            layout.result_bytes(),
+            max(limit, available // 2),
+            "keeping the detector results in memory",
+            "stream them to disk with output='scan.nc', crop/bin the pixelated detector (max_angle=, binning=) "
+            "or scan fewer positions",
+        )
     gpts = engine.detector_grid.gpts
     batch_size = settings.batch_size or estimate_batch_size(gpts, limit, cap=getattr(engine, "batch_cap", 256))
     batch_size = int(min(batch_size, len(layout.scan)))
     fit = estimate_batch_size(gpts, available // 2)
-    require(BYTES_PER_PROBE_PIXEL * batch_size * gpts[0] * gpts[1], available, f"a batch of {batch_size} probes",
-            f"use batch_size={fit} (ExecutionSettings(batch_size={fit}))")
+    require(
+        BYTES_PER_PROBE_PIXEL * batch_size * gpts[0] * gpts[1],
+        available,
+        f"a batch of {batch_size} probes",
+        f"use batch_size={fit} (ExecutionSettings(batch_size={fit}))",
+    )
     return batch_size
 
 
@@ -139,15 +150,29 @@ def probe_attrs(probe) -> dict:
 
 
 def _fingerprint(attrs: dict, detectors: Mapping, layout: ScanLayout) -> str:
-    payload = {"attrs": attrs, "detectors": {k: repr(v) for k, v in detectors.items()},
-               "positions": np.round(layout.scan.positions, 9).tolist(), "thickness": layout.thicknesses.tolist(),
-               "components": list(layout.components)}
+    payload = {
+        "attrs": attrs,
+        "detectors": {k: repr(v) for k, v in detectors.items()},
+        "positions": np.round(layout.scan.positions, 9).tolist(),
+        "thickness": layout.thicknesses.tolist(),
+        "components": list(layout.components),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def run_scan(engine: Engine, probe, detectors: Mapping[str, object], resolved, *, settings: ExecutionSettings,
-             elastic: bool = False, output=None, overwrite: bool = False, resume: bool = True,
-             attrs: dict | None = None) -> xr.Dataset:
+def run_scan(
+    engine: Engine,
+    probe,
+    detectors: Mapping[str, object],
+    resolved,
+    *,
+    settings: ExecutionSettings,
+    elastic: bool = False,
+    output=None,
+    overwrite: bool = False,
+    resume: bool = True,
+    attrs: dict | None = None,
+) -> xr.Dataset:
     """Scan ``probe`` over the positions ``resolved`` with ``engine`` and record ``detectors``.
 
     Parameters
@@ -183,17 +208,25 @@ def run_scan(engine: Engine, probe, detectors: Mapping[str, object], resolved, *
     xp = settings.xp
     compiled = {name: det.compile(engine.detector_grid, probe.energy, xp) for name, det in detectors.items()}
     engine.check()
-    layout = ScanLayout(compiled, resolved, engine.thicknesses, engine.series,
-                        ("total", "elastic") if elastic else ("total",))
+    layout = ScanLayout(
+        compiled, resolved, engine.thicknesses, engine.series, ("total", "elastic") if elastic else ("total",)
+    )
     batch_size = _batch_size(engine, layout, settings, output is not None)
     units = work_units(engine, len(resolved), batch_size, bool(elastic))
-    attrs = {**probe_attrs(probe), **(attrs or {}), **engine.attrs(), "dtype": engine.dtype,
-             "elastic": int(bool(elastic)), "frozen_phonon_configurations": engine.num_configurations}
+    attrs = {
+        **probe_attrs(probe),
+        **(attrs or {}),
+        **engine.attrs(),
+        "dtype": engine.dtype,
+        "elastic": int(bool(elastic)),
+        "frozen_phonon_configurations": engine.num_configurations,
+    }
     if output is None:
         sink = MemorySink(layout)
     else:
-        sink = StoreSink(output, layout, _fingerprint(attrs, detectors, layout), units, resume=resume,
-                         overwrite=overwrite)
+        sink = StoreSink(
+            output, layout, _fingerprint(attrs, detectors, layout), units, resume=resume, overwrite=overwrite
+        )
     done = sink.completed()
     defoci, weights = probe.defocus_samples()
     passes = len(units) / max(1, math.ceil(len(resolved) / batch_size))
@@ -205,7 +238,7 @@ def run_scan(engine: Engine, probe, detectors: Mapping[str, object], resolved, *
             for unit in units:
                 if unit.index in done:
                     continue
-                positions = resolved.positions[unit.start:unit.stop]
+                positions = resolved.positions[unit.start : unit.stop]
                 sink.write(unit, _run_unit(engine, compiled, unit, positions, defoci, weights, bool(elastic)))
                 bar.update(unit.stop - unit.start)
     finally:
@@ -217,4 +250,3 @@ def run_scan(engine: Engine, probe, detectors: Mapping[str, object], resolved, *
             diffuse.attrs = dict(ds[name].attrs, component="diffuse")
             ds[f"{name}_diffuse"] = diffuse
     return ds
-

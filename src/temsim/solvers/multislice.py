@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import xarray as xr
@@ -69,8 +69,15 @@ def transmission_function(projected, sigma: float, aperture, dtype: str = "compl
     return xp.astype(t, getattr(xp, dtype))
 
 
-def fresnel_propagator(grid: Grid, energy: float, thickness: float, tilt=(0.0, 0.0), xp=np,
-                       dtype: str = "complex64", normalize: bool = True):
+def fresnel_propagator(
+    grid: Grid,
+    energy: float,
+    thickness: float,
+    tilt=(0.0, 0.0),
+    xp=np,
+    dtype: str = "complex64",
+    normalize: bool = True,
+):
     """Band-limited Fresnel propagator over ``thickness`` Å, in FFT order.
 
     ``normalize=True`` folds the 1/N of the unnormalized inverse FFT into it.
@@ -95,8 +102,9 @@ class SliceStack:
     the oldest entries are dropped and recomputed when needed again.
     """
 
-    def __init__(self, potential, energy: float, xp=np, tilt=(0.0, 0.0), dtype: str = "complex64",
-                 cache_bytes: int = 2 * 1024**3):
+    def __init__(
+        self, potential, energy: float, xp=np, tilt=(0.0, 0.0), dtype: str = "complex64", cache_bytes: int = 2 * 1024**3
+    ):
         self.potential = potential
         self.energy = float(energy)
         self.xp = xp
@@ -143,8 +151,15 @@ class SliceStack:
             yield index, t
 
 
-def propagate(plan: FFTPlan, stack: SliceStack, start: int = 0, stop: int | None = None,
-              on_slice: Callable[[int], None] | None = None, *, end_in_fourier: bool = False) -> None:
+def propagate(
+    plan: FFTPlan,
+    stack: SliceStack,
+    start: int = 0,
+    stop: int | None = None,
+    on_slice: Callable[[int], None] | None = None,
+    *,
+    end_in_fourier: bool = False,
+) -> None:
     """Propagate the waves held in ``plan.buffer`` through slices ``start … stop−1`` in place.
 
     ``on_slice(i)`` is called after slice ``i`` (for thickness series and progress).
@@ -181,7 +196,8 @@ def check_plane_wave_sampling(grid: Grid, energy: float) -> None:
         raise SamplingError(
             f"sampling {max(grid.sampling):.3f} Å is too coarse for {energy / 1e3:g} keV: its band limit is only "
             f"{limit:.1f} mrad (2/3 anti-aliasing); atoms scatter strongly well beyond that. Use sampling ≤ "
-            f"{required_sampling(MIN_BAND_LIMIT_MRAD * 3, energy):.3f} Å (band limit ≥ {3 * MIN_BAND_LIMIT_MRAD:.0f} mrad)"
+            f"{required_sampling(MIN_BAND_LIMIT_MRAD * 3, energy):.3f} Å "
+            f"(band limit ≥ {3 * MIN_BAND_LIMIT_MRAD:.0f} mrad)"
         )
 
 
@@ -197,8 +213,16 @@ def _save_indices(num_slices: int, save_every: int | None) -> list[int]:
     return indices
 
 
-def multislice(wave, potential, save_every: int | None = None, *, settings: ExecutionSettings | None = None,
-               dtype: str | None = None, device: str | None = None, progress: bool | None = None) -> xr.DataArray:
+def multislice(
+    wave,
+    potential,
+    save_every: int | None = None,
+    *,
+    settings: ExecutionSettings | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
+    progress: bool | None = None,
+) -> xr.DataArray:
     """Exit wave(s) of a plane wave propagated through ``potential``.
 
     Parameters
@@ -235,9 +259,7 @@ def multislice(wave, potential, save_every: int | None = None, *, settings: Exec
     from temsim.waves import PlaneWave
 
     if not isinstance(wave, PlaneWave):
-        raise InputError(
-            f"multislice takes a temsim.PlaneWave, got {type(wave).__name__}; for probes use temsim.scan"
-        )
+        raise InputError(f"multislice takes a temsim.PlaneWave, got {type(wave).__name__}; for probes use temsim.scan")
     settings = resolve_settings(settings, dtype=dtype, device=device, progress=progress)
     xp, dtype = settings.xp, settings.dtype
     grid = wave.resolve_grid(potential.grid)
@@ -264,8 +286,7 @@ def multislice(wave, potential, save_every: int | None = None, *, settings: Exec
         return xr.DataArray(saved[-1], dims=("x", "y"), coords=coords, attrs=attrs, name="exit_wave")
     thickness = limits[np.asarray(indices) + 1]
     coords["thickness"] = ("thickness", thickness, {"units": "Å"})
-    return xr.DataArray(np.stack(saved), dims=("thickness", "x", "y"), coords=coords, attrs=attrs,
-                        name="exit_wave")
+    return xr.DataArray(np.stack(saved), dims=("thickness", "x", "y"), coords=coords, attrs=attrs, name="exit_wave")
 
 
 def _wave_attrs(wave, potential, grid: Grid, dtype: str) -> dict:
@@ -405,4 +426,3 @@ def probe_tail_warning(probe, grid) -> None:
             AccuracyWarning,
             stacklevel=4,
         )
-

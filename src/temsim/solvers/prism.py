@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -161,6 +161,7 @@ def _crop_blocks(full: tuple[int, int], small: tuple[int, int]) -> list:
     frequencies per axis (numpy's FFT order), as up to four rectangular blocks (copied with
     slicing instead of a gather).
     """
+
     def axis(n_full, n_small):
         positive, negative = n_small - n_small // 2, n_small // 2
         parts = [(slice(0, positive), slice(0, positive))]
@@ -171,8 +172,9 @@ def _crop_blocks(full: tuple[int, int], small: tuple[int, int]) -> list:
     return [((fx, fy), (cx, cy)) for fx, cx in axis(full[0], small[0]) for fy, cy in axis(full[1], small[1])]
 
 
-def estimate_prism_memory(probe, grid: Grid, interpolation=1, num_thicknesses: int = 1,
-                          elastic: bool = False, dtype: str = "complex64") -> dict:
+def estimate_prism_memory(
+    probe, grid: Grid, interpolation=1, num_thicknesses: int = 1, elastic: bool = False, dtype: str = "complex64"
+) -> dict:
     """Memory (bytes) PRISM needs for one S-matrix.
 
     Returns a dict with ``beams`` (number of plane waves), ``s_matrix`` (bytes of the stored
@@ -239,9 +241,19 @@ class PrismEngine(Engine):
     #: let the groups be compact (less of each group's matrix product is wasted).
     batch_cap = 1024
 
-    def __init__(self, probe, configurations: Sequence, grid: Grid, factors: tuple[int, int], xp,
-                 dtype: str = "complex64", save_slices: Sequence[int] | None = None,
-                 keep_mean: bool = False, memory_limit: int = 2 * 1024**3, series: bool = False):
+    def __init__(
+        self,
+        probe,
+        configurations: Sequence,
+        grid: Grid,
+        factors: tuple[int, int],
+        xp,
+        dtype: str = "complex64",
+        save_slices: Sequence[int] | None = None,
+        keep_mean: bool = False,
+        memory_limit: int = 2 * 1024**3,
+        series: bool = False,
+    ):
         self.probe = probe
         self.configurations = list(configurations)
         self.num_configurations = len(self.configurations)
@@ -258,8 +270,10 @@ class PrismEngine(Engine):
         self.beams = plane_wave_indices(probe, grid, factors)
         self.cropped_gpts = _cropped_gpts(grid, factors)
         self.window_gpts = (self.cropped_gpts[0] // factors[0], self.cropped_gpts[1] // factors[1])
-        self.detector_grid = Grid((grid.extent[0] / factors[0], grid.extent[1] / factors[1]),
-                                  (grid.gpts[0] // factors[0], grid.gpts[1] // factors[1]))
+        self.detector_grid = Grid(
+            (grid.extent[0] / factors[0], grid.extent[1] / factors[1]),
+            (grid.gpts[0] // factors[0], grid.gpts[1] // factors[1]),
+        )
         self.cropped_sampling = (grid.extent[0] / self.cropped_gpts[0], grid.extent[1] / self.cropped_gpts[1])
         itemsize = 8 if dtype == "complex64" else 16
         per_wave = grid.gpts[0] * grid.gpts[1] * itemsize
@@ -331,7 +345,7 @@ class PrismEngine(Engine):
         kx = grid.kx()
         ky = grid.ky()
         for start in range(0, self.num_beams, self.beam_batch):
-            beams = self.beams[start:start + self.beam_batch]
+            beams = self.beams[start : start + self.beam_batch]
             n = len(beams)
             px = np.zeros((self.beam_batch, grid.gpts[0]), dtype=np.complex128)
             py = np.zeros((self.beam_batch, grid.gpts[1]), dtype=np.complex128)
@@ -358,7 +372,7 @@ class PrismEngine(Engine):
                 for (fx, fy), (cx, cy) in blocks:
                     crop.buffer[:n, cx, cy] = spectrum[:, fx, fy] * weight
                 crop.backward()
-                matrices[order[index]][start:start + n, ...] = xp.astype(crop.buffer[:n, ...], cdtype)
+                matrices[order[index]][start : start + n, ...] = xp.astype(crop.buffer[:n, ...], cdtype)
 
             propagate(plan, stack, on_slice=snapshot, end_in_fourier=True)
         return matrices
@@ -420,8 +434,10 @@ class PrismEngine(Engine):
             ix = np.mod(x0 + np.arange(sx), ncx)
             iy = np.mod(y0 + np.arange(sy), ncy)
             if numpy_path:
-                if 0 <= x0 and 0 <= y0 and x0 + sx <= ncx and y0 + sy <= ncy:  # no wrap-around: a plain slice (≈3× faster than a gather)
-                    slab = np.ascontiguousarray(matrix[:, x0:x0 + sx, y0:y0 + sy]).reshape(n_beams, sx * sy)
+                if (
+                    0 <= x0 and 0 <= y0 and x0 + sx <= ncx and y0 + sy <= ncy
+                ):  # no wrap-around: a plain slice (≈3× faster than a gather)
+                    slab = np.ascontiguousarray(matrix[:, x0 : x0 + sx, y0 : y0 + sy]).reshape(n_beams, sx * sy)
                 else:
                     slab = matrix[:, ix[:, None], iy[None, :]].reshape(n_beams, sx * sy)
                 result = (coefficients[members] @ slab).reshape(len(members), sx, sy)
@@ -433,7 +449,7 @@ class PrismEngine(Engine):
             for j, p in enumerate(members):
                 ox = int(starts[p, 0] - x0)
                 oy = int(starts[p, 1] - y0)
-                out[p] = result[j, ox:ox + nwx, oy:oy + nwy]
+                out[p] = result[j, ox : ox + nwx, oy : oy + nwy]
         return out if numpy_path else xp.stack(out)
 
     def _pad_indices(self, axis: int):
@@ -466,9 +482,13 @@ class PrismEngine(Engine):
             yield t, self.amplitudes_at(config_index, positions, defocus, t)
 
     def attrs(self) -> dict:
-        return {"solver": self.name, "prism_interpolation": list(self.factors),
-                "prism_window": list(self.detector_grid.extent), "prism_window_gpts": list(self.detector_grid.gpts),
-                "prism_plane_waves": int(self.num_beams)}
+        return {
+            "solver": self.name,
+            "prism_interpolation": list(self.factors),
+            "prism_window": list(self.detector_grid.extent),
+            "prism_window_gpts": list(self.detector_grid.gpts),
+            "prism_plane_waves": int(self.num_beams),
+        }
 
     def check(self) -> None:
         self.check_window()
@@ -512,9 +532,20 @@ class PrismEngine(Engine):
         return fraction
 
 
-def prism_engine(probe, configurations: Sequence, grid: Grid, interpolation, xp, dtype: str = "complex64", *,
-                 save_slices: Sequence[int] | None = None, keep_mean: bool = False,
-                 memory_limit: int | None = None, check_window: bool = True, series: bool = False) -> PrismEngine:
+def prism_engine(
+    probe,
+    configurations: Sequence,
+    grid: Grid,
+    interpolation,
+    xp,
+    dtype: str = "complex64",
+    *,
+    save_slices: Sequence[int] | None = None,
+    keep_mean: bool = False,
+    memory_limit: int | None = None,
+    check_window: bool = True,
+    series: bool = False,
+) -> PrismEngine:
     """Validate a PRISM run and return its :class:`PrismEngine` (S-matrices are built lazily).
 
     Parameters
@@ -561,13 +592,26 @@ def prism_engine(probe, configurations: Sequence, grid: Grid, interpolation, xp,
         raise InputError("no plane wave lies inside the probe's aperture on this grid; the cell is too small")
     needed = estimate["s_matrix"]
     suggestion = max(factors) * math.ceil(math.sqrt(needed / memory_limit))
-    require(needed, memory_limit,
-            f"the PRISM S-matrix ({estimate['beams']} plane waves on {estimate['cropped_gpts']} points"
-            f"{f', {n_saved} thicknesses' if n_saved > 1 else ''})",
-            f"raise the interpolation factor (about f={suggestion}, with a cell tiled to keep the window larger than "
-            "the probe), save fewer thicknesses, or coarsen the sampling")
-    engine = PrismEngine(probe, configurations, grid, factors, xp, dtype, save_slices=save_slices,
-                         keep_mean=keep_mean, memory_limit=memory_limit, series=series)
+    require(
+        needed,
+        memory_limit,
+        f"the PRISM S-matrix ({estimate['beams']} plane waves on {estimate['cropped_gpts']} points"
+        f"{f', {n_saved} thicknesses' if n_saved > 1 else ''})",
+        f"raise the interpolation factor (about f={suggestion}, with a cell tiled to keep the window larger than "
+        "the probe), save fewer thicknesses, or coarsen the sampling",
+    )
+    engine = PrismEngine(
+        probe,
+        configurations,
+        grid,
+        factors,
+        xp,
+        dtype,
+        save_slices=save_slices,
+        keep_mean=keep_mean,
+        memory_limit=memory_limit,
+        series=series,
+    )
     if check_window:
         engine.check_window()
     return engine

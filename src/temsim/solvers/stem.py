@@ -32,8 +32,17 @@ __all__ = ["scan", "estimate_batch_size", "available_memory", "diffraction_inten
 METHODS = ("multislice", "prism")
 
 
-def build_engine(method: str, probe, potential, grid, settings: ExecutionSettings, *, interpolation=1,
-                 save_every: int | None = None, elastic: bool = False):
+def build_engine(
+    method: str,
+    probe,
+    potential,
+    grid,
+    settings: ExecutionSettings,
+    *,
+    interpolation=1,
+    save_every: int | None = None,
+    elastic: bool = False,
+):
     """The multislice or PRISM engine for ``potential`` (its frozen-phonon configurations) on ``grid``."""
     if method not in METHODS:
         raise InputError(f"method must be 'multislice' or 'prism', got {method!r}")
@@ -44,16 +53,32 @@ def build_engine(method: str, probe, potential, grid, settings: ExecutionSetting
     from temsim.solvers.prism import prism_engine
 
     limit = settings.memory_limit if settings.memory_limit is not None else available_memory() // 2
-    return prism_engine(probe, configurations, grid, interpolation, settings.xp, settings.dtype,
-                        save_slices=save_slices, keep_mean=elastic and len(configurations) > 1,
-                        memory_limit=limit, check_window=False, series=save_every is not None)
+    return prism_engine(
+        probe,
+        configurations,
+        grid,
+        interpolation,
+        settings.xp,
+        settings.dtype,
+        save_slices=save_slices,
+        keep_mean=elastic and len(configurations) > 1,
+        memory_limit=limit,
+        check_window=False,
+        series=save_every is not None,
+    )
 
 
 def _potential_attrs(potential, grid) -> dict:
-    return {"sampling": list(grid.sampling), "extent": list(grid.extent), "gpts": list(grid.gpts),
-            "thickness_total": float(potential.thickness), "num_slices": int(potential.num_slices),
-            "parametrization": potential.parametrization, "projection": potential.projection,
-            "phonons": repr(potential.phonons) if getattr(potential, "phonons", None) is not None else "none"}
+    return {
+        "sampling": list(grid.sampling),
+        "extent": list(grid.extent),
+        "gpts": list(grid.gpts),
+        "thickness_total": float(potential.thickness),
+        "num_slices": int(potential.num_slices),
+        "parametrization": potential.parametrization,
+        "projection": potential.projection,
+        "phonons": repr(potential.phonons) if getattr(potential, "phonons", None) is not None else "none",
+    }
 
 
 def scan(
@@ -127,19 +152,31 @@ def scan(
 
     if not isinstance(probe, Probe):
         raise InputError(f"scan takes a temsim.Probe, got {type(probe).__name__}")
-    settings = resolve_settings(settings, batch_size=batch_size, memory_limit=memory_limit, dtype=dtype,
-                                device=device, progress=progress)
+    settings = resolve_settings(
+        settings, batch_size=batch_size, memory_limit=memory_limit, dtype=dtype, device=device, progress=progress
+    )
     if method not in METHODS:
         raise InputError(f"method must be 'multislice' or 'prism', got {method!r}")
     grid = probe.resolve_grid(potential.grid)
     positions = GridScan() if scan is None else scan
     resolved = positions.resolve(grid.extent, nyquist_sampling(probe.semiangle_cutoff, probe.energy))
-    engine = build_engine(method, probe, potential, grid, settings, interpolation=interpolation,
-                          save_every=save_every, elastic=elastic)
+    engine = build_engine(
+        method, probe, potential, grid, settings, interpolation=interpolation, save_every=save_every, elastic=elastic
+    )
     attrs = _potential_attrs(potential, grid)
     attrs["interpolation"] = json.dumps(interpolation)
     if resolved.kind == "grid":
         attrs["scan_step"] = list(resolved.step)
-    ds = run_scan(engine, probe, detectors, resolved, settings=settings, elastic=elastic, output=output,
-                  overwrite=overwrite, resume=resume, attrs=attrs)
+    ds = run_scan(
+        engine,
+        probe,
+        detectors,
+        resolved,
+        settings=settings,
+        elastic=elastic,
+        output=output,
+        overwrite=overwrite,
+        resume=resume,
+        attrs=attrs,
+    )
     return ds
