@@ -4,11 +4,13 @@ Kernels call :func:`array_namespace` on their inputs and use the returned array-
 namespace (numpy, cupy, array_api_strict, ...). FFTs go through :func:`fft2`/:func:`ifft2`
 (new arrays) or :class:`FFTPlan` (in-place, the multislice hot path):
 
-* numpy arrays use pyFFTW. Plans are made with FFTW_ESTIMATE by default: FFTW then picks
-  the algorithm by rule, so the same inputs give bit-identical results in every run. With
-  ``ExecutionSettings(fft_planning="measure")`` FFTW times candidate algorithms instead
-  (FFTW_MEASURE; 0.2 s at 256², ~9 s at 4096², kept as wisdom for the process): sometimes
-  faster, but the choice — and so the last bits of the results — can differ between runs;
+* numpy arrays use pyFFTW with FFTW_MEASURE plans (0.2 s at 256², ~9 s at 4096², once per
+  shape and thread count). FFTW may time a different algorithm as fastest in another run,
+  which changes the last bits of results (~1e-7), so the measured choices ("wisdom") are
+  kept in a cache file (:func:`wisdom_path`) and loaded by every later run: the same inputs
+  then give bit-identical results from run to run. ``ExecutionSettings(fft_planning=
+  "estimate")`` picks algorithms by rule instead (FFTW_ESTIMATE: no timing, no cache, but up
+  to 10× slower per FFT at 256² and 512², measured);
 * cupy arrays use cuFFT through ``cupyx.scipy.fft`` (in place, plan cache of cupy);
 * any other namespace uses its own ``xp.fft``.
 
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import os
+import platform
 from typing import Any
 
 import array_api_compat
@@ -40,6 +44,7 @@ __all__ = [
     "default_threads",
     "fft_threads",
     "fft_planning",
+    "wisdom_path",
     "get_namespace",
 ]
 
@@ -72,7 +77,7 @@ def fft_threads(threads: int | None):
 
 
 #: FFTW planner flag chosen by the running calculation's execution settings.
-_PLANNING: contextvars.ContextVar[str] = contextvars.ContextVar("temsim_fft_planning", default="estimate")
+_PLANNING: contextvars.ContextVar[str] = contextvars.ContextVar("temsim_fft_planning", default="measure")
 
 PLANNING_FLAGS = {"estimate": "FFTW_ESTIMATE", "measure": "FFTW_MEASURE"}
 
@@ -173,7 +178,66 @@ def to_numpy(array) -> np.ndarray:
 def _pyfftw():
     import pyfftw
 
+    _load_wisdom(pyfftw)
     return pyfftw
+
+
+_WISDOM_SEPARATOR = b"\n;; temsim wisdom part ;;\n"
+_WISDOM_LOADED = False  # process-wide: FFTW's own wisdom is process-wide too
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return platform.processor()
+
+
+def wisdom_path() -> str:
+    """The file that keeps FFTW's measured plan choices for this machine and pyFFTW version.
+
+    In ``$TEMSIM_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/temsim`` or ``~/.cache/temsim``.
+    Deleting it is harmless: plans are measured again (and the last bits of results may
+    change once).
+    """
+    import pyfftw
+
+    root = os.environ.get("TEMSIM_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "temsim"
+    )
+    tag = hashlib.sha256(f"{platform.machine()}|{_cpu_model()}|{pyfftw.__version__}".encode()).hexdigest()[:12]
+    return os.path.join(root, f"fftw-wisdom-{tag}.txt")
+
+
+def _load_wisdom(pyfftw) -> None:
+    global _WISDOM_LOADED
+    if _WISDOM_LOADED:
+        return
+    _WISDOM_LOADED = True
+    try:
+        with open(wisdom_path(), "rb") as f:
+            parts = tuple(f.read().split(_WISDOM_SEPARATOR))
+    except OSError:
+        return
+    if len(parts) == 3:
+        pyfftw.import_wisdom(parts)
+
+
+def _save_wisdom(pyfftw) -> None:
+    """Merge this process's wisdom into the cache file (atomically; skipped if not writable)."""
+    path = wisdom_path()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(_WISDOM_SEPARATOR.join(pyfftw.export_wisdom()))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: plans are measured again next time, nothing else changes
 
 
 _FFTW_READY = False
@@ -188,14 +252,32 @@ def _ensure_fftw_cache() -> None:
         _FFTW_READY = True
 
 
+#: Transforms planned in this process (in-place plans and the pyFFTW interfaces' transforms);
+#: the first plan of each may add measured wisdom, which is then saved to the cache file.
+_PLANNED: set = set()
+
+
+def _interface_fft(array, inverse: bool, threads: int | None):
+    from pyfftw.interfaces import scipy_fft
+
+    _ensure_fftw_cache()
+    workers = threads or default_threads()
+    effort = PLANNING_FLAGS[_PLANNING.get()]
+    key = (inverse, array.shape, str(array.dtype), workers, effort)
+    transform = scipy_fft.ifftn if inverse else scipy_fft.fftn
+    out = transform(array, axes=(-2, -1), workers=workers, planner_effort=effort)
+    if key not in _PLANNED:
+        _PLANNED.add(key)
+        if effort == "FFTW_MEASURE":
+            _save_wisdom(_pyfftw())
+    return out
+
+
 def fft2(array, *, threads: int | None = None):
     """Forward 2-D FFT over the last two axes, returned as a new array (unnormalized)."""
     xp = array_namespace(array)
     if is_numpy_namespace(xp):
-        _ensure_fftw_cache()
-        from pyfftw.interfaces import scipy_fft
-
-        return scipy_fft.fftn(array, axes=(-2, -1), workers=threads or default_threads())
+        return _interface_fft(array, False, threads)
     return xp.fft.fftn(array, axes=(-2, -1))
 
 
@@ -203,10 +285,7 @@ def ifft2(array, *, threads: int | None = None):
     """Inverse 2-D FFT over the last two axes, normalized by 1/N (numpy convention)."""
     xp = array_namespace(array)
     if is_numpy_namespace(xp):
-        _ensure_fftw_cache()
-        from pyfftw.interfaces import scipy_fft
-
-        return scipy_fft.ifftn(array, axes=(-2, -1), workers=threads or default_threads())
+        return _interface_fft(array, True, threads)
     return xp.fft.ifftn(array, axes=(-2, -1))
 
 
@@ -237,9 +316,10 @@ class FFTPlan:
     Notes
     -----
     For numpy, the pyFFTW plan is made into a fresh aligned buffer (measuring overwrites the
-    buffer, so it is done before any data goes in), with FFTW_ESTIMATE or, inside
-    ``fft_planning("measure")``, FFTW_MEASURE. FFTW keeps measured wisdom, so a second plan
-    of the same shape is instant.
+    buffer, so it is done before any data goes in), with FFTW_MEASURE or, inside
+    ``fft_planning("estimate")``, FFTW_ESTIMATE. Measured choices are kept as wisdom for the
+    process and in the cache file (:func:`wisdom_path`), so a second plan of the same shape is
+    instant and chooses the same algorithm in every later run.
     """
 
     def __init__(self, shape, xp, dtype: str = "complex64", threads: int | None = None):
@@ -251,7 +331,8 @@ class FFTPlan:
         if self._kind == "numpy":
             pyfftw = _pyfftw()
             threads = threads or default_threads()
-            flags = (PLANNING_FLAGS[_PLANNING.get()],)
+            effort = _PLANNING.get()
+            flags = (PLANNING_FLAGS[effort],)
             self.buffer = pyfftw.empty_aligned(self.shape, dtype=dtype)
             axes = (-2, -1)
             self._forward = pyfftw.FFTW(
@@ -274,6 +355,10 @@ class FFTPlan:
                 planning_timelimit=PLANNING_TIME_LIMIT,
             )
             self.buffer[...] = 0
+            key = ("plan", self.shape, dtype, threads, effort)
+            if effort == "measure" and key not in _PLANNED:
+                _PLANNED.add(key)
+                _save_wisdom(pyfftw)
         else:
             self.buffer = xp.zeros(self.shape, dtype=getattr(xp, dtype))
 

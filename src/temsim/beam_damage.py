@@ -615,7 +615,7 @@ class KnockOn:
     """Knock-on displacement numbers for one element, beam energy and displacement energy.
 
     Attributes (all energies in eV, cross-sections in barn)
-    ------------------------------------------------------
+    -------------------------------------------------------
     element, atomic_number, mass (u), energy, displacement_energy, max_transferred_energy,
     threshold_energy (static beam-energy threshold), cross_section (thermal if a temperature
     was given, otherwise static), static_cross_section, temperature (K or None),

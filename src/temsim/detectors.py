@@ -155,7 +155,7 @@ class CompiledMask(CompiledDetector):
 
     Parameters
     ----------
-    weights : ndarray, shape (nx, ny, *value_shape)
+    weights : ndarray, shape ``(nx, ny, *value_shape)``
         Weights ``W`` on the FFT grid.
     xp : array namespace
         Namespace of the intensities (the weights are moved there as float32).
@@ -230,14 +230,14 @@ def annular_preset(
 ) -> AnnularDetector:
     """Conventional annular detector for a probe of ``semiangle_cutoff`` mrad.
 
-    ======  ==========================  ============================================
-    name    range (mrad)                note
-    ======  ==========================  ============================================
-    BF      0 – α                       covers the bright-field disc
-    ABF     α/2 – α                     annular bright field (Findlay et al. 2010)
-    ADF     α – 3α                      low-angle annular dark field
-    HAADF   max(3α, 50) – ``max_angle``   incoherent Z-contrast (default outer 200)
-    ======  ==========================  ============================================
+    ======  ==============================  ============================================
+    name    range (mrad)                    note
+    ======  ==============================  ============================================
+    BF      0 – α                           covers the bright-field disc
+    ABF     α/2 – α                         annular bright field (Findlay et al. 2010)
+    ADF     α – 3α                          low-angle annular dark field
+    HAADF   max(3α, 50) – ``max_angle``     incoherent Z-contrast (default outer 200)
+    ======  ==============================  ============================================
     """
     if name not in PRESETS:
         raise InputError(f"unknown detector preset {name!r}; valid presets are {', '.join(PRESETS)}")

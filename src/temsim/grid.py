@@ -151,7 +151,7 @@ class Grid:
         return np.fft.fftfreq(self.gpts[1], self.sampling[1])
 
     def k2(self) -> np.ndarray:
-        """|k|² (1/Å²) on the FFT grid, shape ``gpts``, float64."""
+        """``|k|²`` (1/Å²) on the FFT grid, shape ``gpts``, float64."""
         return self.kx()[:, None] ** 2 + self.ky()[None, :] ** 2
 
     @property

@@ -94,7 +94,7 @@ class ScanLayout:
         return tuple(self.detectors[name].value_shape)
 
     def unit_shape(self, name: str, n: int) -> tuple[int, ...]:
-        """Shape of one channel's values for ``n`` positions: (thickness, n, *value_shape)."""
+        """Shape of one channel's values for ``n`` positions: ``(thickness, n, *value_shape)``."""
         return (len(self.thicknesses), n) + self.value_shape(name)
 
     def result_bytes(self) -> int:
@@ -113,7 +113,7 @@ class ScanLayout:
         return {"thickness": ((), float(self.thicknesses[-1]), attrs)}
 
     def data_array(self, name: str, component: str, values: np.ndarray, attrs: dict) -> xr.DataArray:
-        """Finalized DataArray of one channel from its values (thickness, positions, *value_shape)."""
+        """Finalized DataArray of one channel from its values ``(thickness, positions, *value_shape)``."""
         det = self.detectors[name]
         shape = self.scan.shape + self.value_shape(name)
         parts = [det.finalize(np.asarray(v).reshape(shape), self.scan, attrs) for v in values]
@@ -190,7 +190,7 @@ class MemorySink:
         return set()
 
     def write(self, unit: WorkUnit, values: dict) -> None:
-        """Add one unit's values ``{(name, component): (thickness, n, *shape)}``."""
+        """Add one unit's values ``{(name, component): array (thickness, n, *shape)}``."""
         for channel, value in values.items():
             self.arrays[channel][:, unit.start : unit.stop] += value
 
@@ -416,7 +416,7 @@ def _create_variables(f, layout: ScanLayout, attrs: dict) -> dict:
 
 
 def _write_positions(var, layout: ScanLayout, start: int, values: np.ndarray) -> None:
-    """Write ``values`` (thickness, n, *shape) of positions ``start …`` into a file variable."""
+    """Write ``values`` ``(thickness, n, *shape)`` of positions ``start …`` into a file variable."""
     lead = (slice(None),) if layout.series else ()
     values = values if layout.series else values[-1]
     shape = layout.scan.shape

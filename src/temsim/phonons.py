@@ -5,9 +5,11 @@ deviation σ per Cartesian direction (Å). σ comes from one of three sources:
 
 * ``sigmas``: given directly, one value for all elements, one per element, or an
   anisotropic pair ``(σ_xy, σ_z)`` per element (in-plane vs along the beam);
-* ``b_factors``: Debye–Waller B factors (Å²), ``σ² = ⟨u_x²⟩ = B / (8π²)``;
+* ``b_factors``: Debye–Waller B factors (Å²), ``σ² = ⟨u_x²⟩ = B / (8π²)`` [1]_ [2]_;
 * ``debye_temperature``: the Debye model at the specimen ``temperature`` (K),
   :func:`debye_mean_square_displacement`.
+
+Averaging intensities over such configurations is the frozen-phonon method [3]_.
 
 Configurations are drawn with ``numpy.random.SeedSequence(seed).spawn(num_configs)`` and a
 PCG64 generator per configuration, so configuration ``i`` is bit-identical on every machine

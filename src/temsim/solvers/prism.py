@@ -1,4 +1,4 @@
-"""PRISM: STEM probes assembled from a scattering matrix of plane waves (Ophus 2017).
+"""PRISM: STEM probes assembled from a scattering matrix of plane waves (Ophus 2017 [1]_, [2]_).
 
 A probe is a sum of plane waves inside the condenser aperture, so its exit wave is the
 same sum of the plane waves' exit waves (multislice is linear in the incident wave). PRISM
