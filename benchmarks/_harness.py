@@ -279,3 +279,45 @@ def fft_lower_bound(shape: tuple[int, ...], threads: int, repeat: int = 5, min_t
         "per_slice_cpu_s": best(per_slice_cpu),
         "per_probe_slice_cpu_s": best(per_slice_cpu) / batch,
     }
+
+
+def best_lower_bound(gpts: tuple[int, int], threads: int, max_batch: int, quick: bool = False) -> dict:
+    """The FFT lower bound per wave-slice: the best over batch sizes and thread layouts on ``gpts``.
+
+    Layouts: ``threads`` threads inside each FFT, or (with more than one thread) one
+    single-threaded stream of batches per core, counted as the one-thread cost divided by the
+    number of cores (perfect scaling, so still a lower bound). Batches 1, 2, 4, … up to
+    ``max_batch``. A bound measured only at the batch the engine happens to use would hide the
+    cost of a batch that falls out of cache.
+    """
+    batches = sorted({b for b in (1, 2, 3, 4, 8, 16, 32, 64, 128, 256) if b <= max_batch} | {max_batch})
+    rows = []
+    for batch in batches:
+        for t in sorted({1, threads}):
+            bound = fft_lower_bound((batch, *gpts), t, repeat=2 if quick else 4, min_time=0.05 if quick else 0.2)
+            rows.append(
+                {
+                    "batch": batch,
+                    "threads": t,
+                    "layout": f"{t} thread(s) per FFT",
+                    "per_probe_slice_s": bound["per_probe_slice_s"],
+                    "planning_effort": bound["planning_effort"],
+                }
+            )
+            if t == 1 and threads > 1:
+                rows.append(
+                    {
+                        "batch": batch,
+                        "threads": threads,
+                        "layout": f"{threads} single-thread streams",
+                        "per_probe_slice_s": bound["per_probe_slice_s"] / threads,
+                        "planning_effort": bound["planning_effort"],
+                    }
+                )
+    best_row = min(rows, key=lambda r: r["per_probe_slice_s"])
+    return {
+        **best_row,
+        "per_probe_slice_cpu_s": best_row["per_probe_slice_s"] * best_row["threads"],
+        "gpts": list(gpts),
+        "candidates": rows,
+    }

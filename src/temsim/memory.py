@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from temsim.errors import MemoryLimitError
 
-__all__ = ["available_memory", "estimate_batch_size", "require", "format_bytes", "BYTES_PER_PROBE_PIXEL"]
+__all__ = [
+    "available_memory",
+    "estimate_batch_size",
+    "cache_batch_size",
+    "require",
+    "format_bytes",
+    "BYTES_PER_PROBE_PIXEL",
+]
 
 #: Bytes of working memory per probe and grid point in a STEM batch (complex64 wave, float32
 #: intensity, temporaries of the detector reductions).
@@ -17,6 +24,12 @@ BYTES_PER_PROBE_PIXEL = 32
 
 #: Default working memory of one batch: a quarter of the available memory, at most this.
 DEFAULT_BATCH_MEMORY = 2 * 1024**3
+
+#: Bytes of waves per multislice batch that stay in a core's caches. Measured on a 2-core AMD
+#: EPYC (1 MiB L2 per core, 32 MiB L3), SrTiO3 STEM on a 320² grid (0.8 MB per complex64 wave):
+#: 0.62 ms per probe-slice in batches of 2–4 probes against 0.79 ms in one batch of 169 (one
+#: thread), 0.38 against 0.50 ms (two threads); larger batches fall out of cache.
+CACHE_BATCH_BYTES = 3 * 1024**2
 
 
 def _meminfo_available() -> int | None:
@@ -89,6 +102,17 @@ def estimate_batch_size(gpts, memory_limit: int, cap: int = 256) -> int:
     """
     per_probe = BYTES_PER_PROBE_PIXEL * int(gpts[0]) * int(gpts[1])
     return int(max(1, min(int(cap), int(memory_limit) // per_probe)))
+
+
+def cache_batch_size(gpts, itemsize: int = 8) -> int:
+    """Waves per batch that fit :data:`CACHE_BATCH_BYTES` (at least 1).
+
+    >>> cache_batch_size((320, 320))
+    3
+    >>> cache_batch_size((64, 64))
+    96
+    """
+    return max(1, CACHE_BATCH_BYTES // (int(itemsize) * int(gpts[0]) * int(gpts[1])))
 
 
 def require(nbytes: float, limit: float, what: str, fix: str) -> None:

@@ -124,7 +124,7 @@ def _batch_size(engine: Engine, layout: ScanLayout, settings: ExecutionSettings,
             "or scan fewer positions",
         )
     gpts = engine.detector_grid.gpts
-    batch_size = settings.batch_size or estimate_batch_size(gpts, limit, cap=getattr(engine, "batch_cap", 256))
+    batch_size = settings.batch_size or estimate_batch_size(gpts, limit, cap=engine.batch_cap)
     batch_size = int(min(batch_size, len(layout.scan)))
     fit = estimate_batch_size(gpts, available // 2)
     require(

@@ -70,6 +70,8 @@ class Engine:
 
     name: str = ""
     config_outer: bool = False
+    #: Most probes per batch (the driver also limits batches by the memory limit).
+    batch_cap: int = 256
     series: bool = False
     num_configurations: int = 1
     dtype: str = "complex64"
