@@ -494,7 +494,8 @@ class AnnularPMT(CameraModel):
             # start each line in steady state at its first value (no dark start-up transient)
             first = np.take(out, [0], axis=fast_axis)
             out, _ = lfilter(b, a, out, axis=fast_axis, zi=lfilter_zi(b, a)[0] * first)
-        return xp.asarray(out.astype(np.float32))
+        # a pulse count is never negative: the electronic noise of an empty position reads as zero
+        return xp.asarray(np.maximum(out, 0.0).astype(np.float32))
 
 
 # --------------------------------------------------------------------------- presets

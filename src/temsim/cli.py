@@ -21,8 +21,8 @@ def _jobs(text: str) -> int:
 
 def _plan(args) -> int:
     from temsim.errors import TemsimError
-    from temsim.planning import plan
-    from temsim.report import format_table, write_report
+    from temsim.planning import plan, study_fingerprint
+    from temsim.report import finish_output, format_table, prepare_output, safe_name, write_report
     from temsim.settings import ExecutionSettings
     from temsim.study import EXAMPLES, example_study, load_study
 
@@ -36,12 +36,19 @@ def _plan(args) -> int:
     settings = ExecutionSettings(threads=args.jobs, progress=False if args.quiet else None)
     try:
         study = example_study(args.example) if args.example else load_study(args.study)
-        output = args.output or os.path.join("plan-output", study.name)
+        # the study name becomes one folder name inside plan-output/, never a path
+        output = args.output or os.path.join("plan-output", safe_name(study.name))
+        # claimed before any simulation: a file, an unwritable folder or an existing report is refused now
+        output = prepare_output(output, study_fingerprint(study), overwrite=args.overwrite)
         start = time.perf_counter()
         result = plan(study, settings=settings, checkpoint_dir=os.path.join(output, "checkpoints"))
-        paths = write_report(result, output, overwrite=args.overwrite)
+        paths = write_report(result, output, overwrite=True)
+        finish_output(output)
     except (TemsimError, FileExistsError) as err:
         print(f"temsim plan: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"temsim plan: error: {err.filename or 'the output'}: {err.strerror or err}", file=sys.stderr)
         return 1
     print(format_table(result))
     print(f"\nwrote {', '.join(sorted(paths.values()))} in {time.perf_counter() - start:.1f} s")
@@ -58,7 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("study", nargs="?", help="study TOML file (see docs/planning.md)")
     p.add_argument("--example", help="run a built-in example study (see --list-examples)")
     p.add_argument("--list-examples", action="store_true", help="list the built-in examples")
-    p.add_argument("--output", "-o", help="output directory (default plan-output/<study name>)")
+    p.add_argument("--output", "-o", help="output directory (default plan-output/<study name, as a safe folder name>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report in the output directory")
     p.add_argument("--jobs", type=_jobs, default=None, help="threads for FFTs, ≥ 1 (default: all cores)")
     p.add_argument(

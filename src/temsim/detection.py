@@ -56,6 +56,11 @@ class DecisionTarget:
         if self.probability_of_error is not None:
             if not 0 < self.probability_of_error < 0.5:
                 raise InputError(f"probability_of_error must lie in (0, 0.5), got {self.probability_of_error!r}")
+            if self.power != 0.95:
+                raise InputError(
+                    f"power={self.power!r} and probability_of_error={self.probability_of_error!r} are two different "
+                    "targets; give one (probability_of_error ignores power)"
+                )
         if not 0 < self.false_alarm < 0.5:
             raise InputError(f"false_alarm must lie in (0, 0.5), got {self.false_alarm!r}")
         if not 0.5 < self.power < 1:

@@ -277,6 +277,22 @@ def _noise_attrs(signal, kind: str, model: CameraModel, recorded_seed, area: flo
     return attrs
 
 
+#: Largest expected count numpy's Poisson sampler accepts (``lam value too large`` above it).
+POISSON_MAX = 9.2e18
+
+
+def _check_poisson_range(expected, doses) -> None:
+    """Refuse a dose whose expected counts no random generator can sample, naming the largest that works."""
+    largest = float(np.max(to_numpy(expected))) if int(np.prod(expected.shape)) else 0.0
+    if largest > POISSON_MAX:
+        dose = float(np.max(doses))
+        raise InputError(
+            f"dose {dose:g} e/Å² gives {largest:.3g} expected electrons in one pixel, more than a Poisson draw "
+            f"can sample ({POISSON_MAX:.2g}); the largest dose that works for this signal is "
+            f"{dose * POISSON_MAX / largest:.3g} e/Å²"
+        )
+
+
 def _noise_dataarray(
     signal: xr.DataArray,
     dose,
@@ -298,6 +314,7 @@ def _noise_dataarray(
     else:
         expected, doses, has_axis, core = _expected_at_doses(signal, dose, kind, a)
     _check_signal_values(core.data)
+    _check_poisson_range(expected, doses)
     counts = model.sample(expected, rng, readout_frames=readout_frames, fast_axis=fast)
     dims = (("dose",) if has_axis else ()) + core.dims
     coords = {k: v for k, v in core.coords.items()}
@@ -320,6 +337,7 @@ def _noise_array(signal, dose, model: CameraModel, rng, *, signal_kind, area, re
         raise InputError("dose is required (e/Å²) for plain arrays")
     _check_signal_values(signal)
     expected = expected_electrons(signal, dose, _check_nonneg("area", area, "Å²"))
+    _check_poisson_range(expected, _doses(dose)[0])
     return model.sample(expected, rng, readout_frames=readout_frames, fast_axis=fast)
 
 

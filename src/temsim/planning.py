@@ -21,7 +21,6 @@ A plan is a pipeline of small steps, each usable on its own:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -34,8 +33,11 @@ import xarray as xr
 import temsim
 from temsim import detection
 from temsim.cameras import camera_model
+from temsim.checkpoints import input_key, load_checkpoint, save_checkpoint, study_fingerprint
 from temsim.imaging import hrtem_image
+from temsim.memory import available_memory, require
 from temsim.modes import KINDS
+from temsim.plan_checks import _channel_rates, monte_carlo_check, monte_carlo_notes
 from temsim.positions import GridScan
 from temsim.potentials import Potential
 from temsim.progress import progress_bar
@@ -55,6 +57,8 @@ __all__ = [
     "damage_budget",
     "DamageBudget",
     "check_study",
+    "study_fingerprint",
+    "monte_carlo_notes",
     "simulate_rates",
     "HYPOTHESES",
     "KNOCK_ON_BUDGET_PROBABILITY",
@@ -101,17 +105,21 @@ def _stem_detectors(study: Study, grid, energy):
     return {m.label: KINDS[m.kind].detector(m, *m.angles(alpha), band_limit) for m in _stem_modes(study)}
 
 
-def check_study(study: Study, atoms) -> None:
+def check_study(study: Study, atoms, position=None) -> None:
     """Validate every energy's detectors and apertures against the grid before simulating.
 
     Raises the same errors the simulations would (e.g. a detector angle beyond the band
-    limit, with the sampling needed) before any time is spent.
+    limit, with the sampling needed) before any time is spent, and refuses
+    (:class:`~temsim.errors.MemoryLimitError`) a plan whose simulated channels would not fit
+    in memory, with the estimate and the setting that would fit.
     """
     potential = Potential(atoms, sampling=study.sampling, slice_thickness=study.slice_thickness)
     grid = potential.grid
+    channels = 0
     for energy in study.energies:
         for detector in _stem_detectors(study, grid, energy).values():
-            detector.compile(grid, energy, np)
+            compiled = detector.compile(grid, energy, np)
+            channels = max(channels, int(np.prod(getattr(compiled, "value_shape", ()) or (1,))))
         if _stem_modes(study):
             Probe(
                 energy=energy,
@@ -121,6 +129,43 @@ def check_study(study: Study, atoms) -> None:
             ).resolve_grid(grid)
         if _image_modes(study):
             grid.check_angle(study.semiangle_cutoff, energy, "the objective aperture")
+    _check_memory(study, grid, position, channels)
+
+
+def _check_memory(study: Study, grid, position, stem_channels: int) -> None:
+    """Refuse a plan whose rates (every simulation, mode and channel, float64) would not fit."""
+    position = tuple(np.asarray(grid.extent) / 2) if position is None else position
+    per_position = 0
+    n_positions = 0
+    if _stem_modes(study):
+        window = _scan_window(study, position, grid.extent)  # counted here: resolving it would allocate
+        n_positions = math.prod(
+            max(1, math.ceil((window.end[i] - window.start[i]) / study.scan_step - 1e-9)) for i in range(2)
+        )
+        per_position = len(_stem_modes(study)) * max(1, stem_channels)
+    image = len(_image_modes(study)) * int(np.prod(grid.gpts))
+    n_configs = int((study.phonons or {}).get("num_configs", 4)) if study.phonons else 1
+    simulations = 2 * n_configs * len(study.energies)
+    # the simulations, their concatenation into rates and the plan dataset hold three copies
+    nbytes = 3 * 8 * simulations * (n_positions * per_position + image)
+    limit = available_memory() // 2
+    if nbytes > limit and n_positions * per_position > image:
+        factor = math.sqrt(nbytes / limit) * 1.1
+        fix = (
+            f"use a larger simulation.scan_step (≥ {study.scan_step * factor:.3g} Å instead of {study.scan_step:g}), "
+            f"a smaller simulation.window (≤ {study.window / factor:.3g} Å instead of {study.window:g}) or fewer "
+            "pixelated modes"
+        )
+    else:
+        fix = (
+            f"use a coarser simulation.sampling (≥ {study.sampling * math.sqrt(max(nbytes / limit, 1)) * 1.1:.3g} Å "
+            f"instead of {study.sampling:g}), a smaller specimen or fewer modes"
+        )
+    what = (
+        f"the plan's rates ({simulations} simulations × ({n_positions} probe positions × {per_position} "
+        f"channels + {image} image pixels), float64)"
+    )
+    require(nbytes, limit, what, fix)
 
 
 def _channels(mode, da: xr.DataArray, area: float) -> xr.DataArray:
@@ -180,7 +225,8 @@ def simulate_rates(study: Study, atoms, energy: float, position, progress=None) 
     return out
 
 
-def _checkpoint_key(study: Study, energy, hypothesis, config) -> str:
+def _checkpoint_key(study: Study, energy, hypothesis, config, position) -> str:
+    """Hash of every input of one simulation (structure, energy, optics, modes, window, version)."""
     payload = {
         "positions": np.round(config.positions, 8).tolist(),
         "numbers": config.numbers.tolist(),
@@ -194,20 +240,21 @@ def _checkpoint_key(study: Study, energy, hypothesis, config) -> str:
         "sampling": study.sampling,
         "step": study.scan_step,
         "window": study.window,
+        "centre": [round(float(p), 8) for p in position],
         "dz": study.slice_thickness,
         "version": temsim.__version__,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return input_key(payload)
 
 
 def _load_or_simulate(study, atoms, energy, position, checkpoint_dir, hypothesis, settings) -> dict:
     if checkpoint_dir is None:
         return _simulate_one(study, atoms, energy, position, settings)
-    path = os.path.join(checkpoint_dir, _checkpoint_key(study, energy, hypothesis, atoms) + ".nc")
+    key = _checkpoint_key(study, energy, hypothesis, atoms, position)
+    path = os.path.join(checkpoint_dir, key[:20] + ".nc")
     labels = [m.label for m in study.modes]
-    if os.path.exists(path):
-        ds = xr.load_dataset(path, engine="h5netcdf")
-    else:
+    ds = load_checkpoint(path, key)
+    if ds is None:
         result = _simulate_one(study, atoms, energy, position, settings)
         # one variable per mode, its dims prefixed by its index so that modes never clash
         ds = xr.Dataset(
@@ -216,9 +263,7 @@ def _load_or_simulate(study, atoms, energy, position, checkpoint_dir, hypothesis
                 for i, label in enumerate(labels)
             }
         )
-        tmp = path + ".tmp"
-        ds.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
+        save_checkpoint(path, ds, key)
     return {
         label: ds[f"m{i}"].rename({d: d.split(":", 1)[1] for d in ds[f"m{i}"].dims}) for i, label in enumerate(labels)
     }
@@ -293,7 +338,7 @@ def simulate(
     """
     settings = resolve_settings(settings, progress=progress)
     h0, h1, position = study.hypotheses()
-    check_study(study, h0)
+    check_study(study, h0, position)
     configs = {"H0": _configurations(study, h0), "H1": _configurations(study, h1)}
     n_configs = len(configs["H0"])
     if checkpoint_dir is not None:
@@ -405,16 +450,6 @@ _UNITS = {
     "best_dose": "e/Å²",
     "j_per_dose": "per e/Å²",
 }
-
-
-def _channel_rates(da: xr.DataArray, energy: float) -> tuple[np.ndarray, np.ndarray]:
-    """(H0, H1) rates per configuration: arrays (configuration, channels…); channels the mode
-    does not record at this energy (NaN) are dropped."""
-    values = da.sel(energy=energy).transpose("hypothesis", "configuration", ...).values
-    recorded = np.all(np.isfinite(values), axis=(0, 1))
-    if not np.all(recorded):
-        values = values[:, :, recorded]
-    return values[0], values[1]
 
 
 def _jackknife(r0s: np.ndarray, r1s: np.ndarray, stat, dose: float) -> tuple[float, float]:
@@ -544,68 +579,39 @@ def evaluate(rates: xr.Dataset, target: detection.DecisionTarget, budget=None, *
     return xr.Dataset(data_vars, coords=coords, attrs={"target": target.describe(), "required_j": target.required_j})
 
 
-def _verdict(j_per_dose: float, dose: float, budget: float, best: float, best_dose: float) -> str:
+def _verdict(j_per_dose: float, dose: float, budget: float, best: float, best_dose: float, limited: bool) -> str:
     if j_per_dose == 0:
         return "undetectable: the feature changes nothing this mode records"
     if not np.isfinite(dose):
         return f"not detectable before damage (best power {best:.2f} at {best_dose:.3g} e/Å²)"
     if dose <= budget:
-        return "detectable within budget" if np.isfinite(budget) else "detectable (no damage limit given)"
+        if np.isfinite(budget):
+            return "detectable within budget"
+        if limited:
+            return "detectable (no displacement at this energy: the knock-on budget is unlimited)"
+        return "detectable (no damage limit given)"
     return f"exceeds budget (power {best:.2f} at the budget)"
 
 
 def verdicts(limits: xr.Dataset) -> xr.DataArray:
     """The table's verdict per mode × energy, in words, from :func:`evaluate`'s limits."""
     fields = ("j_per_dose", "required_dose", "budget", "best_power_within_budget", "best_dose")
+    limited = [
+        not (
+            math.isnan(float(limits.critical_dose.values[ei]))
+            and math.isnan(float(limits.knock_on_cross_section.values[ei]))
+        )
+        for ei in range(limits.sizes["energy"])
+    ]
     words = [
-        [_verdict(*(float(limits[f].values[mi, ei]) for f in fields)) for ei in range(limits.sizes["energy"])]
+        [
+            _verdict(*(float(limits[f].values[mi, ei]) for f in fields), limited[ei])
+            for ei in range(limits.sizes["energy"])
+        ]
         for mi in range(limits.sizes["mode"])
     ]
     return xr.DataArray(
         np.array(words, dtype=str), dims=("mode", "energy"), coords={"mode": limits.mode, "energy": limits.energy}
-    )
-
-
-def _critical(limits: xr.Dataset, ei: int):
-    dc = float(limits.critical_dose.values[ei])
-    return None if math.isnan(dc) else dc
-
-
-def monte_carlo_check(
-    rates: xr.Dataset, limits: xr.Dataset, target: detection.DecisionTarget, *, seed: int = 0, trials: int = 2000
-) -> xr.Dataset:
-    """Exact Poisson Monte-Carlo of the likelihood-ratio test at each mode's required dose.
-
-    Mode ``m`` at energy ``e`` uses the ``m · n_energies + e``-th child of
-    ``numpy.random.SeedSequence(seed)``; modes without a finite dose get NaN.
-    Returns ``mc_false_alarm``, ``mc_power``, ``mc_probability_of_error`` (dims mode, energy).
-    """
-    names = ("false_alarm", "power", "probability_of_error")
-    shape = (limits.sizes["mode"], limits.sizes["energy"])
-    out = {name: np.full(shape, np.nan) for name in names}
-    seeds = np.random.SeedSequence(seed).spawn(shape[0] * shape[1])
-    for mi, label in enumerate(limits.mode.values):
-        for ei, energy in enumerate(limits.energy.values):
-            dose = float(limits.required_dose.values[mi, ei])
-            if not np.isfinite(dose):
-                continue
-            r0s, r1s = _channel_rates(rates[str(label)], float(energy))
-            child = int(seeds[mi * shape[1] + ei].generate_state(1)[0])
-            mc = detection.monte_carlo_error_rates(
-                np.mean(r0s, axis=0),
-                np.mean(r1s, axis=0),
-                dose,
-                target,
-                trials=trials,
-                seed=child,
-                critical_dose=_critical(limits, ei),
-            )
-            for name in names:
-                out[name][mi, ei] = mc[name]
-    return xr.Dataset(
-        {f"mc_{name}": (("mode", "energy"), value) for name, value in out.items()},
-        coords={"mode": limits.mode, "energy": limits.energy},
-        attrs={"monte_carlo_trials": trials},
     )
 
 
@@ -625,6 +631,9 @@ TABLE_FIELDS = (
     "mc_false_alarm",
     "mc_power",
     "mc_probability_of_error",
+    "mc_false_alarm_se",
+    "mc_power_se",
+    "mc_probability_of_error_se",
     "best_power_within_budget",
 )
 
@@ -656,6 +665,7 @@ def _table(study: Study, ds: xr.Dataset) -> list:
                     "mode": mode.label,
                     "energy": energy,
                     "verdict": str(ds.verdict.values[mi, ei]),
+                    "mc_note": str(ds.mc_note.values[mi, ei]),
                     "budget_basis": str(ds.budget_basis.values[ei]),
                     "camera": mode.camera_name,
                     "detector": mode.camera_name,
@@ -689,8 +699,21 @@ def _signals(study: Study, rates: xr.Dataset) -> dict:
     return out
 
 
-def _attrs(study: Study, monte_carlo_trials: int) -> dict:
+def _structures(h0, h1) -> dict:
+    """H0 and H1 as variables of ``plan.nc`` (atomic numbers, positions Å, cell Å)."""
+    out = {}
+    for label, atoms in (("H0", h0), ("H1", h1)):
+        atom = f"atom_{label}"
+        out[f"structure_{label}_numbers"] = ((atom,), atoms.numbers.astype(np.int64))
+        out[f"structure_{label}_positions"] = ((atom, "xyz"), atoms.positions, {"units": "Å"})
+        out[f"structure_{label}_cell"] = (("xyz", "cell_vector"), np.asarray(atoms.cell).T, {"units": "Å"})
+    return out
+
+
+def _attrs(study: Study, monte_carlo_trials: int, site: dict) -> dict:
     return {
+        "feature_site": json.dumps(site),
+        "feature_site_description": study.feature.describe_site(site),
         "study": study.name,
         "description": study.description,
         "feature": study.feature.describe(),
@@ -749,10 +772,13 @@ def plan(
     doses = np.logspace(math.log10(study.dose_range[0]), math.log10(study.dose_range[1]), 121)
     limits = evaluate(rates, study.target, budgets, doses=doses)
     checks = monte_carlo_check(rates, limits, study.target, seed=study.seed, trials=monte_carlo_trials)
-    ds = xr.merge([limits, checks, verdicts(limits).to_dataset(name="verdict")], combine_attrs="drop")
+    notes = monte_carlo_notes(checks, study.target).to_dataset(name="mc_note")
+    ds = xr.merge([limits, checks, verdicts(limits).to_dataset(name="verdict"), notes], combine_attrs="drop")
     for label in rates.data_vars:
         ds[f"rates[{label}]"] = rates[label]
-    ds.attrs.update(_attrs(study, monte_carlo_trials))
+    h0, h1, _ = study.hypotheses()
+    ds = ds.assign(_structures(h0, h1))
+    ds.attrs.update(_attrs(study, monte_carlo_trials, study.feature_site()))
     result = PlanResult(study=study, dataset=ds, rates=rates, signals=_signals(study, rates))
     result.table = _table(study, ds)
     return result

@@ -2,20 +2,103 @@
 
 Files are written atomically (temporary name, then rename) and existing files are never
 replaced unless ``overwrite=True``.
+
+The command line claims its output folder before any simulation (:func:`prepare_output`):
+the folder is resolved, created and checked; existing report files are refused unless
+``--overwrite``; and a marker holding the study's fingerprint records the run in progress, so
+a plan killed while writing its report finishes on the rerun without ``--overwrite``
+(:func:`finish_output` removes the marker). :func:`safe_name` turns a study name into a
+folder name that stays inside ``plan-output/``.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 
+from temsim.errors import TemsimError
 from temsim.modes import DISPLAYS, mode_spec
 
-__all__ = ["write_report", "format_table"]
+__all__ = [
+    "write_report",
+    "format_table",
+    "safe_name",
+    "prepare_output",
+    "finish_output",
+    "OutputError",
+    "ReportExistsError",
+]
 
 REPORT_FILES = ("report.md", "plan.nc", "detection_power.png", "noisy_signals.png")
+#: Marker of a plan in progress in its output folder; it holds the study's fingerprint.
+IN_PROGRESS = ".temsim-plan-in-progress"
+
+
+class OutputError(TemsimError, OSError):
+    """The output folder cannot be used (a file, not writable, not creatable); names the path."""
+
+
+class ReportExistsError(TemsimError, FileExistsError):
+    """Report files already exist in the output folder and ``overwrite`` was not given."""
+
+
+def safe_name(name: str) -> str:
+    """A study name as one folder name: letters, digits, ``.``, ``_``, ``-`` only (≤ 100 characters).
+
+    >>> safe_name("../../x"), safe_name("/etc/passwd"), safe_name(""), safe_name("Si in graphene")
+    ('x', 'etc_passwd', 'study', 'Si_in_graphene')
+    """
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._-")[:100].rstrip("._-")
+    return text or "study"
+
+
+def _os_error(err: OSError, path: str, doing: str) -> OutputError:
+    where = err.filename if getattr(err, "filename", None) else path
+    return OutputError(f"cannot {doing} {where}: {err.strerror or err}")
+
+
+def prepare_output(directory, fingerprint: str, overwrite: bool = False) -> str:
+    """Resolve, create and claim the output folder before any simulation; returns its absolute path.
+
+    Raises :class:`OutputError` (naming the path) for a folder that is a file or cannot be
+    created or written, and :class:`ReportExistsError` when report files exist, unless
+    ``overwrite`` or they were left by a killed run of the same study (same ``fingerprint``).
+    """
+    path = os.path.abspath(os.fspath(directory))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputError(f"the output {path} exists and is not a folder; choose another --output")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise _os_error(err, path, "create the output folder") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"the output folder {path} is not writable; choose another --output")
+    marker = os.path.join(path, IN_PROGRESS)
+    resuming = False
+    if os.path.isfile(marker):
+        with open(marker, encoding="utf-8", errors="replace") as f:
+            resuming = f.read().strip() == fingerprint
+    existing = [os.path.join(path, n) for n in REPORT_FILES if os.path.exists(os.path.join(path, n))]
+    if existing and not (overwrite or resuming):
+        raise ReportExistsError(
+            f"{', '.join(existing)} exist; pass --overwrite (overwrite=True) to replace them "
+            "or choose another output directory"
+        )
+    try:
+        _atomic_write_text(marker, fingerprint + "\n")
+    except OSError as err:
+        raise _os_error(err, marker, "write") from None
+    return path
+
+
+def finish_output(directory) -> None:
+    """Remove the in-progress marker once every report file is in place."""
+    marker = os.path.join(os.fspath(directory), IN_PROGRESS)
+    if os.path.exists(marker):
+        os.remove(marker)
 
 
 def _fmt(value: float) -> str:
@@ -35,7 +118,14 @@ def format_table(result) -> str:
     ]
     for row in result.table:
         interval = f"{_fmt(row['dose_low'])}–{_fmt(row['dose_high'])}" if not math.isnan(row["dose_low"]) else "—"
-        mc = f"{row['mc_false_alarm']:.3f} / {row['mc_power']:.3f}" if not math.isnan(row["mc_power"]) else "—"
+        mc = "—"
+        if not math.isnan(row["mc_power"]):
+            mc = (
+                f"{row['mc_false_alarm']:.3f} ± {row.get('mc_false_alarm_se', math.nan):.3f} / "
+                f"{row['mc_power']:.3f} ± {row.get('mc_power_se', math.nan):.3f}"
+            )
+            if row.get("mc_note"):
+                mc += " ⚠"
         lines.append(
             f"| {row['mode']} | {row['energy'] / 1e3:g} | {_fmt(row['required_dose'])} | {interval} | "
             f"{_fmt(row['rose_dose'])} | {_fmt(row['budget'])} | {_fmt(row['margin'])} | {mc} | "
@@ -48,6 +138,8 @@ def _atomic_write_text(path: str, text: str) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -127,12 +219,13 @@ def _summary(result) -> str:
             e = row["energy"]
             if e not in best or row["required_dose"] < best[e]["required_dose"]:
                 best[e] = row
+    site = result.dataset.attrs.get("feature_site_description", "") if result.dataset is not None else ""
     lines = [
         f"# temsim plan: {study.name}",
         "",
         study.description,
         "",
-        f"* Feature: {study.feature.describe()}",
+        f"* Feature: {study.feature.describe()}" + (f" ({site})" if site else ""),
         f"* Decision target: {study.target.describe()} (required J = {study.target.required_j:.2f})",
         f"* Probe/objective semiangle {study.semiangle_cutoff:g} mrad; sampling {study.sampling:g} Å; "
         f"scan step {study.scan_step:g} Å over a {study.window:g} Å window around the feature",
@@ -150,11 +243,18 @@ def _summary(result) -> str:
         "",
         format_table(result),
         "",
+    ]
+    flagged = [r for r in result.table if r.get("mc_note")]
+    if flagged:
+        lines += ["**Monte-Carlo check (⚠):** the exact Poisson check misses the target at the reported dose:", ""]
+        lines += [f"* {r['mode']}, {r['energy'] / 1e3:g} kV: {r['mc_note']}." for r in flagged]
+        lines += ["", "The Gaussian approximation is optimistic there; plan for a somewhat higher dose.", ""]
+    lines += [
         "How to read this: the minimum dose is the smallest dose at which the likelihood-ratio test on the raw "
         "detector counts meets the target; no processing of the same data (iDPC, CoM, ptychography) can do "
         "better. The phonon interval is ±2 jackknife standard errors over frozen-phonon configurations. "
-        "The Monte-Carlo column checks the exact Poisson error rates at the reported dose. Rose is the "
-        "simpler SNR = 5 criterion over the feature region. See docs/planning.md.",
+        "The Monte-Carlo column checks the exact Poisson error rates at the reported dose (± one standard "
+        "error). Rose is the simpler SNR = 5 criterion over the feature region. See docs/planning.md.",
         "",
         "Files: `plan.nc` (everything, including the expected counts per channel `rates[<mode>]`), "
         "`detection_power.png`, "
@@ -164,19 +264,29 @@ def _summary(result) -> str:
 
 
 def write_report(result, directory: str, overwrite: bool = False) -> dict:
-    """Write report.md, plan.nc, detection_power.png and noisy_signals.png into ``directory``."""
-    os.makedirs(directory, exist_ok=True)
+    """Write report.md, plan.nc, detection_power.png and noisy_signals.png into ``directory``.
+
+    Existing report files are refused (:class:`ReportExistsError`, a ``FileExistsError``)
+    unless ``overwrite``; a path that cannot be written gives :class:`OutputError` naming it.
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise OutputError(f"the output {directory} exists and is not a folder")
     paths = {name: os.path.join(directory, name) for name in REPORT_FILES}
     existing = [p for p in paths.values() if os.path.exists(p)]
     if existing and not overwrite:
-        raise FileExistsError(
+        raise ReportExistsError(
             f"{', '.join(existing)} exist; pass --overwrite (overwrite=True) to replace them "
             "or choose another output directory"
         )
-    tmp = paths["plan.nc"] + ".tmp"
-    result.dataset.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=True)
-    os.replace(tmp, paths["plan.nc"])
-    _figure_power(result, paths["detection_power.png"])
-    _figure_noisy(result, paths["noisy_signals.png"])
-    _atomic_write_text(paths["report.md"], _summary(result))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        tmp = paths["plan.nc"] + ".tmp"
+        result.dataset.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=True)
+        os.replace(tmp, paths["plan.nc"])
+        _figure_power(result, paths["detection_power.png"])
+        _figure_noisy(result, paths["noisy_signals.png"])
+        _atomic_write_text(paths["report.md"], _summary(result))
+    except OSError as err:
+        raise _os_error(err, directory, "write the report to") from None
     return paths

@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
+from ase.data import chemical_symbols
 
 from temsim import structure as st
+from temsim.beam_damage import critical_dose as _critical_dose
 from temsim.checks import as_number
 from temsim.crystals import BUILDERS
 from temsim.detection import DecisionTarget
@@ -133,31 +135,84 @@ class Feature:
             raise StudyError(f"feature.element is required for a {self.kind}")
         if self.kind == "structure" and not self.file:
             raise StudyError("feature.file (the alternative structure) is required for kind 'structure'")
+        for key in ("element", "host_element"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or value not in chemical_symbols[1:]):
+                raise StudyError(f"feature.{key} {value!r} is not a chemical element symbol (e.g. 'C', 'Si')")
+        self._check_keys_apply()
+
+    def _check_keys_apply(self) -> None:
+        """Refuse keys this kind of feature would ignore, and contradictory ones."""
+        kind = self.kind
+        unused = []
+        if kind == "structure":
+            unused += [k for k in ("element", "host_element") if getattr(self, k) is not None]
+        if kind != "adatom":
+            unused += ["position"] if self.position is not None else []
+            unused += ["height"] if self.height != 2.0 else []
+        else:
+            unused += ["host_element"] if self.host_element is not None else []
+        if kind in ("adatom", "structure") and not (isinstance(self.site, str) and self.site == "center"):
+            unused.append("site")
+        if kind != "structure" and self.file is not None:
+            unused.append("file")
+        if unused:
+            keys = ", ".join(f"feature.{k}" for k in unused)
+            raise StudyError(f"{keys} does not apply to a feature of kind {kind!r}; remove it")
+        if kind == "vacancy" and self.element and self.host_element and self.element != self.host_element:
+            raise StudyError(
+                f"feature.element {self.element!r} and feature.host_element {self.host_element!r} disagree: "
+                "for a vacancy both name the element removed; give one"
+            )
+        if kind == "substitution" and self.element == self.host_element:
+            raise StudyError(f"feature.element {self.element!r} replaces an atom of the same element: nothing changes")
+
+    @property
+    def _site_element(self) -> tuple[str, str | None]:
+        """(key, element) that the site must hold: what a vacancy removes or a substitution replaces."""
+        if self.kind == "vacancy" and self.element:
+            return "feature.element", self.element
+        return "feature.host_element", self.host_element
+
+    def check_specimen(self, atoms: Atoms) -> None:
+        """Refuse an element that names an atom to remove or replace but is not in ``atoms``."""
+        key, element = self._site_element
+        if self.kind in ("substitution", "vacancy") and element is not None:
+            present = sorted(set(atoms.get_chemical_symbols()))
+            if element not in present:
+                raise StudyError(f"{key} {element!r} is not in the specimen (it holds {', '.join(present)})")
 
     def _site_index(self, atoms: Atoms) -> int:
+        self.check_specimen(atoms)
+        key, element = self._site_element
+        symbols = np.array(atoms.get_chemical_symbols())
         if isinstance(self.site, (int, np.integer)) and not isinstance(self.site, bool):
             if not 0 <= int(self.site) < len(atoms):
                 raise StudyError(
                     f"feature.site {self.site} does not exist: the specimen has {len(atoms)} atoms "
                     f"(indices 0–{len(atoms) - 1})"
                 )
-            return int(self.site)
-        if isinstance(self.site, str) and self.site == "center":
+            if element is not None and symbols[int(self.site)] != element:
+                raise StudyError(
+                    f"feature.site {self.site} is a {symbols[int(self.site)]} atom, not {element} ({key}); "
+                    'give the index of an atom of that element or site = "center"'
+                )
+            index = int(self.site)
+        elif isinstance(self.site, str) and self.site == "center":
             centre = np.diag(atoms.cell)[:2] / 2
-            candidates = np.arange(len(atoms))
-            if self.host_element:
-                candidates = np.flatnonzero(np.array(atoms.get_chemical_symbols()) == self.host_element)
-                if not len(candidates):
-                    raise StudyError(
-                        f"feature.host_element {self.host_element!r} is not in the specimen "
-                        f"({sorted(set(atoms.get_chemical_symbols()))})"
-                    )
+            candidates = np.arange(len(atoms)) if element is None else np.flatnonzero(symbols == element)
             d = np.linalg.norm(atoms.positions[candidates, :2] - centre, axis=1)
-            return int(candidates[np.argmin(d)])
-        try:
-            return st.nearest_site(atoms, tuple(self.site), element=self.host_element)
-        except (TypeError, ValueError) as err:  # not a position; InputError/StructureError are ValueErrors
-            raise StudyError(f"feature.site {self.site!r}: {err}") from None
+            index = int(candidates[np.argmin(d)])
+        else:
+            try:
+                index = st.nearest_site(atoms, tuple(self.site), element=element)
+            except (TypeError, ValueError) as err:  # not a position; InputError/StructureError are ValueErrors
+                raise StudyError(f"feature.site {self.site!r}: {err}") from None
+        if self.kind == "substitution" and symbols[index] == self.element:
+            raise StudyError(
+                f"feature.site {self.site!r} is already a {self.element} atom (feature.element): nothing changes"
+            )
+        return index
 
     def apply(self, atoms: Atoms) -> tuple[Atoms, tuple[float, float]]:
         """H1 structure and the feature's lateral position (Å)."""
@@ -173,11 +228,43 @@ class Feature:
             return st.substitute(atoms, index, self.element), position
         return st.vacancy(atoms, index), position
 
+    def locate(self, atoms: Atoms) -> dict:
+        """Where the feature acts on ``atoms`` (the H0 structure), for reports and ``plan.nc``.
+
+        ``{"kind", "element", "index", "x", "y"}``: for a substitution or vacancy the atom
+        replaced or removed (its element, index in ``atoms`` and lateral position in Å), plus
+        ``"new_element"`` for a substitution; an adatom's element and position (index ``-1``);
+        for an alternative structure only its file.
+        """
+        if self.kind == "structure":
+            return {"kind": self.kind, "file": os.path.basename(self.file)}
+        if self.kind == "adatom":
+            x, y = self.position or tuple(np.diag(atoms.cell)[:2] / 2)
+            return {"kind": self.kind, "element": self.element, "index": -1, "x": float(x), "y": float(y)}
+        index = self._site_index(atoms)
+        x, y = (float(v) for v in atoms.positions[index, :2])
+        site = {"kind": self.kind, "element": atoms.get_chemical_symbols()[index], "index": index, "x": x, "y": y}
+        if self.kind == "substitution":
+            site["new_element"] = self.element
+        return site
+
+    @staticmethod
+    def describe_site(site: dict) -> str:
+        """:meth:`locate`'s answer in words."""
+        where = f"at x = {site.get('x', 0):.2f} Å, y = {site.get('y', 0):.2f} Å"
+        if site["kind"] == "vacancy":
+            return f"{site['element']} atom {site['index']} removed, {where}"
+        if site["kind"] == "substitution":
+            return f"{site['element']} atom {site['index']} replaced by {site['new_element']}, {where}"
+        if site["kind"] == "adatom":
+            return f"{site['element']} adatom added {where}"
+        return f"H1 is the structure in {site['file']}"
+
     def describe(self) -> str:
         if self.kind == "substitution":
             return f"{self.element} substituting {self.host_element or 'the central atom'}"
         if self.kind == "vacancy":
-            return f"{self.host_element or 'atom'} vacancy"
+            return f"{self.element or self.host_element or 'atom'} vacancy"
         if self.kind == "adatom":
             return f"{self.element} adatom"
         return f"alternative structure {os.path.basename(self.file)}"
@@ -266,6 +353,71 @@ class Study:
         labels = [m.label for m in self.modes]
         if len(set(labels)) != len(labels):
             raise StudyError(f"modes repeat: {labels}")
+        self._check_types()
+        object.__setattr__(self, "seed", as_number("seed", self.seed, integer=True, minimum=0, error=StudyError))
+        self._check_phonons()
+        self._check_damage()
+        self.feature.check_specimen(self.atoms)
+
+    def _check_types(self) -> None:
+        if not isinstance(self.name, str):
+            raise StudyError(f"name must be a string, got {self.name!r}")
+        if not isinstance(self.atoms, Atoms) or not len(self.atoms):
+            raise StudyError(f"atoms must be a non-empty ase.Atoms, got {type(self.atoms).__name__}")
+        if not isinstance(self.feature, Feature):
+            raise StudyError(f"feature must be a temsim.study.Feature, got {self.feature!r}")
+        bad = [m for m in self.modes if not isinstance(m, Mode)]
+        if bad:
+            raise StudyError(f"modes must be temsim.study.Mode objects, got {bad[0]!r}")
+        if not isinstance(self.target, DecisionTarget):
+            raise StudyError(f"target must be a temsim.detection.DecisionTarget, got {self.target!r}")
+
+    def _check_phonons(self) -> None:
+        if self.phonons is None:
+            return
+        if not isinstance(self.phonons, dict):
+            raise StudyError(f"phonons must be a dict {{num_configs, sigma, seed}}, got {self.phonons!r}")
+        unknown = set(self.phonons) - {"num_configs", "sigma", "seed"}
+        if unknown:
+            raise StudyError(f"unknown phonons key(s) {sorted(unknown)}; valid keys are num_configs, sigma, seed")
+        for key in ("num_configs", "seed"):
+            if key in self.phonons:
+                as_number(
+                    f"phonons.{key}",
+                    self.phonons[key],
+                    integer=True,
+                    minimum=int(key == "num_configs"),
+                    error=StudyError,
+                )
+
+    def _check_damage(self) -> None:
+        if self.critical_dose is not None:
+            try:
+                _critical_dose(self.critical_dose)
+            except (InputError, TypeError) as err:
+                raise StudyError(f"damage.critical_dose: {err}") from None
+        if self.knock_on is None:
+            return
+        if (
+            not isinstance(self.knock_on, dict)
+            or "element" not in self.knock_on
+            or "displacement_energy" not in self.knock_on
+        ):
+            raise StudyError(f"knock_on must be a dict with element and displacement_energy, got {self.knock_on!r}")
+        unknown = set(self.knock_on) - {"element", "displacement_energy", "temperature", "debye_temperature"}
+        if unknown:
+            raise StudyError(f"unknown knock_on key(s) {sorted(unknown)}")
+        element = self.knock_on["element"]
+        present = set(self.atoms.get_chemical_symbols()) | {self.feature.element} - {None}
+        if element not in present:
+            raise StudyError(
+                f"damage.knock_on_element {element!r} is not in the specimen or the feature "
+                f"(elements: {', '.join(sorted(present))})"
+            )
+
+    def feature_site(self) -> dict:
+        """Where the feature acts (see :meth:`Feature.locate`), on the prepared H0 structure."""
+        return self.feature.locate(st.prepare_for_slicing(self.atoms))
 
     def hypotheses(self) -> tuple[Atoms, Atoms, tuple[float, float]]:
         """(H0 atoms, H1 atoms, feature position (Å))."""
@@ -529,6 +681,11 @@ def _damage(damage: dict) -> dict:
 
 
 def _decision(decision: dict) -> DecisionTarget:
+    if "probability_of_error" in decision and "power" in decision:
+        raise StudyError(
+            "decision.power and decision.probability_of_error are two different targets; give one "
+            "(probability_of_error sets the threshold at equal priors and ignores power)"
+        )
     values = {}
     for key, value in decision.items():
         integer = key == "search_sites"
@@ -584,9 +741,13 @@ def load_study(path) -> Study:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise StudyError(f"study file {path} does not exist")
-    with open(path, "rb") as f:
-        try:
-            data = tomllib.load(f)
-        except tomllib.TOMLDecodeError as err:
-            raise StudyError(f"{path} is not valid TOML: {err}") from None
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.loads(f.read().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise StudyError(f"study file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise StudyError(f"cannot read study file {path}: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise StudyError(f"{path} is not valid TOML: {err}") from None
     return study_from_dict(data, base=os.path.dirname(os.path.abspath(path)))
