@@ -12,6 +12,7 @@ from temsim import structure  # noqa: E402
 from temsim._version import __version__  # noqa: E402
 from temsim.beam_damage import critical_dose, damage, knock_on  # noqa: E402
 from temsim.cameras import CameraModel, camera_model  # noqa: E402
+from temsim.comparison import compare  # noqa: E402
 from temsim.constants import interaction_parameter, wavelength  # noqa: E402
 from temsim.convergence import phonon_convergence  # noqa: E402
 from temsim.detectors import (  # noqa: E402
@@ -45,6 +46,7 @@ from temsim.optics import Aberrations, contrast_transfer_function, scherzer_defo
 from temsim.phonons import FrozenPhonons  # noqa: E402
 from temsim.positions import CustomScan, GridScan, LineScan  # noqa: E402
 from temsim.potentials import ArrayPotential, Potential, load_parametrization  # noqa: E402
+from temsim.readers import load_image  # noqa: E402
 from temsim.settings import ExecutionSettings  # noqa: E402
 from temsim.solvers.bloch import beam_convergence, bloch, solve_bloch  # noqa: E402
 from temsim.solvers.bloch_probe import bloch_cbed, bloch_scan  # noqa: E402
@@ -100,6 +102,8 @@ __all__ = [
     "critical_dose",
     "knock_on",
     "structure",
+    "load_image",
+    "compare",
     "TemsimError",
     "InputError",
     "SamplingError",

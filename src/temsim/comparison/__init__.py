@@ -1,0 +1,287 @@
+"""Experiment vs simulation: load a micrograph, register, fit the unknowns, say how well they match.
+
+:func:`compare` takes an experimental image (a file or an array, see
+:func:`temsim.load_image`) and a simulation — a multislice exit-wave thickness series (HRTEM),
+simulated images over thickness (HRTEM or STEM), or a planning :class:`~temsim.study.Study` /
+study TOML file, which it simulates — and fits defocus, thickness, blur, shift, scale, offset and
+dose. See ``docs/compare.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+
+import numpy as np
+import xarray as xr
+
+from temsim.comparison.fit import CONTINUOUS, UNITS, Fitter, run_fit
+from temsim.comparison.metrics import match_metrics
+from temsim.comparison.model import ExitWaveModel, ImageModel, model_from_simulation
+from temsim.comparison.prepare import crop, fourier_resample, normalize, phase_correlation
+from temsim.comparison.result import CompareResult
+from temsim.errors import InputError
+from temsim.readers import check_calibration, load_image, pixel_size_of
+
+__all__ = [
+    "compare",
+    "CompareResult",
+    "ExitWaveModel",
+    "ImageModel",
+    "simulate_for_comparison",
+    "DEFAULT_FIT",
+    "UNITS",
+    "crop",
+    "normalize",
+    "fourier_resample",
+    "phase_correlation",
+]
+
+#: Parameters fitted by default. ``offset`` is fixed at 0 (a counting camera; add it for a
+#: detector with a dark level, or give ``black_level``).
+DEFAULT_FIT = ("defocus", "thickness", "blur", "shift", "scale", "dose")
+
+
+def simulate_for_comparison(study, *, hypothesis: str = "H1", mode: str | None = None, energy=None, settings=None):
+    """The forward model of a planning study: an HRTEM exit-wave thickness series (one multislice).
+
+    Parameters
+    ----------
+    study : temsim.study.Study or str or path
+        The study, or its TOML file (``temsim plan`` conventions).
+    hypothesis : {"H1", "H0"}
+        With the feature (H1) or without (H0).
+    mode : str, optional
+        Label of the study's HRTEM mode (default: its first HRTEM mode); its defocus (Å) is the
+        starting defocus of the fit.
+    energy : float, optional
+        Beam energy (eV), one of the study's (default: the first).
+    settings : ExecutionSettings, optional
+        How the multislice runs (threads, precision).
+
+    Returns
+    -------
+    (ExitWaveModel, dict)
+        The model and the fit's starting values (``defocus``).
+    """
+    from temsim.potentials import Potential
+    from temsim.solvers.multislice import multislice
+    from temsim.study import Study, load_study
+    from temsim.waves import PlaneWave
+
+    if not isinstance(study, Study):
+        study = load_study(study)
+    modes = [m for m in study.modes if m.kind == "image" and (mode is None or m.label == mode)]
+    if not modes:
+        labels = [m.label for m in study.modes]
+        raise InputError(
+            f"study {study.name!r} has no HRTEM mode{'' if mode is None else f' named {mode!r}'} (modes: {labels}); "
+            "for STEM, simulate the scan over one cell with temsim.scan and pass the image (dims scan_x, scan_y)"
+        )
+    if hypothesis not in ("H0", "H1"):
+        raise InputError(f"hypothesis must be 'H0' (without the feature) or 'H1' (with it), got {hypothesis!r}")
+    h0, h1, _ = study.hypotheses()
+    energy = float(study.energies[0] if energy is None else energy)
+    potential = Potential(
+        h1 if hypothesis == "H1" else h0, sampling=study.sampling, slice_thickness=study.slice_thickness
+    )
+    waves = multislice(PlaneWave(energy=energy), potential, save_every=1, settings=settings)
+    lens = study.aberrations.with_defocus(study.aberrations.defocus + modes[0].defocus)
+    model = ExitWaveModel(waves, lens, semiangle_cutoff=study.semiangle_cutoff, focal_spread=study.focal_spread)
+    model.study_name = study.name
+    model.hypothesis = hypothesis
+    return model, {"defocus": lens.defocus}
+
+
+def _model(simulation, lens: dict, study_options: dict):
+    from temsim.study import Study
+
+    if isinstance(simulation, (ExitWaveModel, ImageModel)):
+        return simulation, {}
+    if isinstance(simulation, Study) or isinstance(simulation, (str, os.PathLike)):
+        return simulate_for_comparison(simulation, **study_options)
+    if isinstance(simulation, xr.DataArray):
+        model = (
+            model_from_simulation(simulation, **lens) if np.iscomplexobj(simulation.values) else ImageModel(simulation)
+        )
+        start = {"defocus": lens["aberrations"].defocus} if lens.get("aberrations") is not None else {}
+        return model, start
+    raise InputError(
+        "simulation must be exit waves or simulated images (xarray.DataArray), a temsim.study.Study or a study "
+        f"TOML file, got {type(simulation).__name__}"
+    )
+
+
+def _stem_levels(initial: dict, fit: tuple, black_level, vacuum_level) -> tuple[dict, tuple]:
+    """Black/vacuum levels fix offset and scale (fraction of the beam → data units)."""
+    if black_level is None and vacuum_level is None:
+        return initial, fit
+    if black_level is None or vacuum_level is None:
+        raise InputError("give both black_level and vacuum_level (the detector without beam and with all of it)")
+    initial = {**initial, "offset": float(black_level), "scale": float(vacuum_level) - float(black_level)}
+    return initial, tuple(f for f in fit if f not in ("offset", "scale"))
+
+
+def _threads_limited():
+    """One BLAS thread during the fit: its many small products slow down by 10× under contention."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with the compare extra
+        return nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def compare(
+    experiment,
+    simulation,
+    fit=DEFAULT_FIT,
+    *,
+    pixel_size=None,
+    aberrations=None,
+    semiangle_cutoff=None,
+    focal_spread: float = 0.0,
+    angular_spread: float = 0.0,
+    initial=None,
+    bounds=None,
+    likelihood: str = "gaussian",
+    gain=None,
+    efficiency: float = 1.0,
+    black_level=None,
+    vacuum_level=None,
+    crop_to=None,
+    hypothesis: str = "H1",
+    mode: str | None = None,
+    energy=None,
+    settings=None,
+) -> CompareResult:
+    """Fit a simulation to an experimental image and report how well it matches.
+
+    Parameters
+    ----------
+    experiment : str or path or array or xarray.DataArray
+        The image: a file or array as :func:`temsim.load_image` takes (calibrated, or with
+        ``pixel_size``), in its own units (counts, ADU, …; not normalized: the dose comes from
+        the noise).
+    simulation : xarray.DataArray or Study or str
+        Complex exit waves from :func:`temsim.multislice` (``save_every`` for a thickness
+        series): HRTEM with ``aberrations``, ``semiangle_cutoff``, ``focal_spread``. Real images
+        (``x``, ``y`` or ``scan_x``, ``scan_y``, optionally over ``thickness``): HRTEM at fixed
+        optics or STEM, one simulation cell. A :class:`temsim.study.Study` or study TOML file:
+        its HRTEM mode simulated here (``hypothesis``, ``mode``, ``energy``).
+    fit : sequence of str
+        Fitted among ``defocus``, ``thickness``, ``blur``, ``shift``, ``scale``, ``offset``,
+        ``dose``; the others stay at ``initial`` (offset 0, blur 0, shift 0, scale 1).
+    pixel_size : float or (float, float), optional
+        Experimental pixel size (Å), where the source has no calibration.
+    aberrations : Aberrations, optional
+        Objective lens for exit waves (its defocus starts the defocus search).
+    semiangle_cutoff, focal_spread, angular_spread : float
+        Objective aperture (mrad), focal spread (Å), illumination spread (mrad).
+    initial : dict, optional
+        Starting (or fixed) values: ``defocus``, ``thickness``, ``blur``, ``shift_x``,
+        ``shift_y`` (Å), ``scale``, ``offset`` (data units).
+    bounds : dict, optional
+        ``{name: (low, high)}``; defocus defaults to start ± 200 Å, blur to 0–5 Å.
+    likelihood : {"gaussian", "poisson"}
+        Least squares with a Poisson-with-gain noise model (gain from the residuals), or the
+        Poisson likelihood of counts (with ``gain`` known, default 1).
+    gain : float, optional
+        Data units per electron; ``None``: estimated from the noise (Gaussian likelihood).
+    efficiency : float
+        Camera DQE(0): the fraction of electrons that count, for the dose.
+    black_level, vacuum_level : float, optional
+        STEM: detector reading without beam and with the whole beam (fixes offset and scale).
+    crop_to : dict, optional
+        ``{"x": (x0, x1), "y": (y0, y1)}`` in Å: the part of the experiment to fit.
+    hypothesis, mode, energy, settings
+        For a study: with or without the feature, which HRTEM mode, which energy (eV), how to run.
+
+    Returns
+    -------
+    CompareResult
+        ``.parameters``, ``.uncertainties``, ``.converged``, ``.metrics``, ``.report(path)``.
+
+    Raises
+    ------
+    InputError
+        Unknown parameters, a calibration more than 10× off the simulation's sampling (likely a
+        unit error), an experiment smaller than 8 pixels after cropping.
+    """
+    from temsim.optics import Aberrations
+
+    if likelihood not in ("gaussian", "poisson"):
+        raise InputError(f"likelihood must be 'gaussian' or 'poisson', got {likelihood!r}")
+    image = load_image(experiment, pixel_size=pixel_size) if not _is_loaded(experiment, pixel_size) else experiment
+    if crop_to:
+        image = crop(image, crop_to.get("x"), crop_to.get("y"))
+    lens = {
+        "aberrations": aberrations or Aberrations(),
+        "semiangle_cutoff": semiangle_cutoff,
+        "focal_spread": focal_spread,
+        "angular_spread": angular_spread,
+    }
+    model, start = _model(
+        simulation, lens, {"hypothesis": hypothesis, "mode": mode, "energy": energy, "settings": settings}
+    )
+    pixel = pixel_size_of(image)
+    check_calibration(pixel, model.sampling)
+    initial, fit = _stem_levels({**start, **(initial or {})}, tuple(fit), black_level, vacuum_level)
+    if likelihood == "poisson" and gain is None:
+        gain = 1.0
+    fitter = Fitter(model, image.values, pixel, fit, initial, bounds, likelihood, gain, efficiency)
+    with _threads_limited():
+        outcome = run_fit(fitter)
+    return _result(image, model, outcome, fitter, likelihood)
+
+
+def _is_loaded(experiment, pixel_size) -> bool:
+    return (
+        pixel_size is None
+        and isinstance(experiment, xr.DataArray)
+        and experiment.dims == ("x", "y")
+        and "calibration" in experiment.attrs
+    )
+
+
+def _result(image: xr.DataArray, model, outcome, fitter: Fitter, likelihood: str) -> CompareResult:
+    sigma = np.sqrt(outcome.variance)
+    simulation = image.copy(data=outcome.prediction).rename("simulation")
+    residual = image.copy(data=(image.values - outcome.prediction) / sigma).rename("residual")
+    residual.attrs = {"units": "standard deviations"}
+    n_fitted = len(fitter.names) + ("thickness" in fitter.free_all) + (fitter.gain is None)
+    metrics = match_metrics(image.values, outcome.prediction, outcome.variance, n_fitted)
+    profile = xr.DataArray(
+        outcome.thickness_profile,
+        dims=("thickness",),
+        coords={"thickness": ("thickness", model.thicknesses, {"units": "Å"})},
+        attrs={"units": "χ²"},
+        name="thickness_profile",
+    )
+    attrs = {
+        **model.attrs(),
+        "experiment_source": image.attrs.get("source", ""),
+        "experiment_sha256": image.attrs.get("source_sha256", ""),
+        "experiment_calibration": image.attrs.get("calibration", ""),
+        "pixel_size": str(list(fitter.pixel)),
+        "likelihood": likelihood,
+        "fitted": ", ".join(fitter.free_all),
+        "fixed": str({k: v for k, v in fitter.initial.items() if k in CONTINUOUS and k not in fitter.names}),
+        "efficiency": fitter.efficiency,
+        "model_evaluations": outcome.evaluations,
+    }
+    for key in ("study_name", "hypothesis"):
+        if hasattr(model, key):
+            attrs[key] = getattr(model, key)
+    return CompareResult(
+        parameters=outcome.parameters,
+        uncertainties=outcome.uncertainties,
+        converged=outcome.converged,
+        message=outcome.message,
+        at_bound=tuple(outcome.at_bound),
+        metrics=metrics,
+        experiment=image,
+        simulation=simulation,
+        residual=residual,
+        thickness_profile=profile,
+        attrs=attrs,
+    )

@@ -1,0 +1,447 @@
+"""Fitting a simulation to an experiment: coarse search, local least squares, Fisher uncertainties.
+
+The model of the recorded image is ``scale · (G_blur ⊗ I_sim(thickness, defocus))(x − shift) +
+offset``: the simulated image (one period, from :mod:`temsim.comparison.model`) blurred by a
+Gaussian (source size, vibration, camera MTF), shifted, evaluated on the experiment's pixels
+and put on the detector's scale. The noise model is Poisson with a gain: ``var = gain ·
+(model − offset)`` in the data's units, so ``(data − offset) / gain`` counts electrons and the
+dose is ``scale / (gain · pixel area · efficiency)`` (e/Å²).
+
+1. **Coarse search** over the thickness series × a defocus grid fine enough not to step over a
+   contrast reversal at the highest transferred frequency; each candidate is registered by
+   cross-correlation (integer pixels).
+2. **Registration** of the best candidates by phase correlation (sub-pixel).
+3. **Local fit** of the continuous parameters by ``scipy.optimize.least_squares``: Gaussian
+   likelihood (unweighted, then weighted by the noise model with the gain estimated from the
+   residuals) or Poisson likelihood (deviance residuals, gain known).
+4. **Thickness** is profiled over the series (no re-simulation): neighbouring thicknesses are
+   refitted, and the profile's curvature gives its uncertainty.
+5. **Uncertainties** from the Fisher information ``Jᵀ diag(1/var) J`` at the optimum (central
+   differences). A parameter on a bound makes the fit *not converged*, and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize
+
+from temsim.comparison.prepare import cross_correlation_peak, phase_correlation
+from temsim.errors import InputError
+
+__all__ = ["FitOutcome", "Fitter", "CONTINUOUS", "UNITS"]
+
+#: Continuous parameters of the local fit, in their order.
+CONTINUOUS = ("defocus", "blur", "shift_x", "shift_y", "scale", "offset")
+
+#: Units of every reported parameter.
+UNITS = {
+    "defocus": "Å",
+    "thickness": "Å",
+    "blur": "Å",
+    "shift_x": "Å",
+    "shift_y": "Å",
+    "scale": "data units per fraction of the beam",
+    "offset": "data units",
+    "dose": "e/Å²",
+    "gain": "data units per electron",
+}
+
+_DEFAULT_BOUNDS = {"blur": (0.0, 5.0), "scale": (0.0, np.inf), "offset": (-np.inf, np.inf)}
+
+
+@dataclass
+class FitOutcome:
+    """Everything the fit found (see :class:`temsim.comparison.CompareResult` for the public view)."""
+
+    parameters: dict
+    uncertainties: dict
+    at_bound: list
+    converged: bool
+    message: str
+    prediction: np.ndarray
+    variance: np.ndarray
+    chi2: float
+    dof: int
+    thickness_index: int
+    thickness_profile: np.ndarray
+    covariance: np.ndarray
+    covariance_names: tuple
+    evaluations: int = 0
+    notes: list = field(default_factory=list)
+
+
+class Fitter:
+    """Fit of one forward model to one experimental image.
+
+    Parameters
+    ----------
+    model : ExitWaveModel or ImageModel
+        The simulation (one thickness series).
+    data : (nx, ny) array
+        The experimental image (``[x, y]``), in its own units.
+    pixel_size : (float, float)
+        Experimental pixel size, Å.
+    free : sequence of str
+        Fitted parameters among ``defocus``, ``thickness``, ``blur``, ``shift``, ``scale``,
+        ``offset``, ``dose`` (``dose``: estimated from the noise; ``shift``: both axes).
+    initial : dict
+        Starting or fixed values (Å; ``thickness`` in Å picks the nearest of the series).
+    bounds : dict
+        ``{name: (low, high)}``; defocus defaults to ``initial ± 200 Å``.
+    likelihood : {"gaussian", "poisson"}
+        Least squares with the Poisson-with-gain noise model (gain fitted from the residuals)
+        or the Poisson likelihood of counts (``gain`` known).
+    gain : float, optional
+        Data units per electron (counting camera: 1). ``None`` with ``"gaussian"``: estimated.
+    efficiency : float
+        Detective efficiency DQE(0) of the camera (fraction of electrons recorded).
+    """
+
+    def __init__(
+        self, model, data, pixel_size, free, initial=None, bounds=None, likelihood="gaussian", gain=None, efficiency=1.0
+    ):
+        self.model = model
+        self.data = np.asarray(data, dtype=float)
+        self.pixel = tuple(float(p) for p in pixel_size)
+        self.u = np.arange(self.data.shape[0]) * self.pixel[0]
+        self.v = np.arange(self.data.shape[1]) * self.pixel[1]
+        self.likelihood = likelihood
+        self.gain = gain
+        self.efficiency = float(efficiency)
+        self.initial = dict(initial or {})
+        self.free_all = _expand(free, model)
+        self.names = tuple(n for n in CONTINUOUS if n in self.free_all)
+        if likelihood == "poisson" and "offset" in self.names:
+            raise InputError(
+                "the Poisson likelihood needs the black level fixed: drop 'offset' from fit and give "
+                "initial={'offset': black_level} (data units)"
+            )
+        self.bounds = self._bounds(bounds or {})
+        self._cache: dict = {}
+        self.evaluations = 0
+
+    # ------------------------------------------------------------------ set-up
+    def _bounds(self, given: dict) -> dict:
+        out = dict(_DEFAULT_BOUNDS)
+        centre = float(self.initial.get("defocus", 0.0))
+        out["defocus"] = (centre - 200.0, centre + 200.0)
+        for name, pair in given.items():
+            if name not in (*CONTINUOUS, "thickness"):
+                raise InputError(f"bounds for unknown parameter {name!r}; parameters are {', '.join(CONTINUOUS)}")
+            lo, hi = (float(p) for p in pair)
+            if not lo < hi:
+                raise InputError(f"bounds[{name!r}] must be (low, high) with low < high, got {pair!r}")
+            out[name] = (lo, hi)
+        return out
+
+    def _thickness_indices(self) -> list[int]:
+        thicknesses = self.model.thicknesses
+        lo, hi = self.bounds.get("thickness", (-np.inf, np.inf))
+        allowed = [i for i, t in enumerate(thicknesses) if lo <= t <= hi or np.isnan(t)]
+        if not allowed:
+            raise InputError(f"no simulated thickness within bounds {lo:g}–{hi:g} Å (series: {thicknesses})")
+        if "thickness" in self.free_all:
+            return allowed
+        if "thickness" in self.initial:
+            return [int(np.argmin(np.abs(thicknesses - float(self.initial["thickness"]))))]
+        return [len(thicknesses) - 1]
+
+    # ------------------------------------------------------------------ the forward model
+    def unit_image(self, index: int, values: dict) -> np.ndarray:
+        """Blurred, shifted simulated image on the experiment's pixels (before scale/offset)."""
+        defocus = values.get("defocus") if hasattr(self.model, "spectra") else None
+        key = (index, None if defocus is None else round(float(defocus), 9))
+        periodic = self._cache.get(key)
+        if periodic is None:
+            periodic = self.model.image(index, defocus)
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[key] = periodic
+        self.evaluations += 1
+        shift = (values.get("shift_x", 0.0), values.get("shift_y", 0.0))
+        return periodic.blurred(values.get("blur", 0.0)).evaluate(self.u, self.v, shift)
+
+    def predict(self, index: int, values: dict) -> np.ndarray:
+        return values.get("scale", 1.0) * self.unit_image(index, values) + values.get("offset", 0.0)
+
+    # ------------------------------------------------------------------ coarse search
+    def _defocus_grid(self) -> np.ndarray:
+        if "defocus" not in self.names:
+            return np.array([self.initial.get("defocus", np.nan)])
+        lo, hi = self.bounds["defocus"]
+        k = self.model.max_frequency()
+        step = 0.25 / (_wavelength(self.model.energy) * k**2)
+        n = int(min(121, max(3, math.ceil((hi - lo) / step) + 1)))
+        return np.linspace(lo, hi, n)
+
+    def _start(self, index: int, defocus: float) -> dict:
+        values = {name: float(self.initial[name]) for name in CONTINUOUS if name in self.initial}
+        values.setdefault("blur", 0.1 if "blur" in self.names else 0.0)
+        if not np.isnan(defocus):
+            values["defocus"] = float(defocus)
+        return values
+
+    def coarse(self, keep: int = 3) -> list[tuple[float, int, dict]]:
+        """The ``keep`` best (NCC, thickness index, start values) of the grid search."""
+        scored = []
+        for index in self._thickness_indices():
+            for defocus in self._defocus_grid():
+                values = self._start(index, defocus)
+                values.pop("shift_x", None)
+                values.pop("shift_y", None)
+                image = self.unit_image(index, values)
+                ncc, _ = cross_correlation_peak(image, self.data)
+                scored.append((ncc, index, values))
+        scored.sort(key=lambda item: -item[0])
+        return scored[:keep]
+
+    def register(self, index: int, values: dict) -> dict:
+        """Shift by phase correlation and scale/offset by linear regression."""
+        values = dict(values)
+        if "shift_x" in self.names or "shift_y" in self.names:
+            image = self.unit_image(index, {**values, "shift_x": 0.0, "shift_y": 0.0})
+            sx, sy = phase_correlation(image, self.data)
+            values["shift_x"], values["shift_y"] = sx * self.pixel[0], sy * self.pixel[1]
+        image = self.unit_image(index, values).ravel()
+        design = np.stack([image, np.ones_like(image)], axis=1)
+        (scale, offset), *_ = np.linalg.lstsq(design, self.data.ravel(), rcond=None)
+        if "scale" in self.names:
+            values["scale"] = float(scale) if scale > 0 else float(np.std(self.data) / max(np.std(image), 1e-12))
+        if "offset" in self.names:
+            values["offset"] = float(offset)
+        return values
+
+    # ------------------------------------------------------------------ local fit
+    def _residuals(self, index: int, fixed: dict, variance):
+        def residuals(x):
+            values = {**fixed, **dict(zip(self.names, x))}
+            prediction = self.predict(index, values)
+            if self.likelihood == "poisson":
+                return _deviance(self.data, prediction, values.get("offset", 0.0), self.gain or 1.0).ravel()
+            if variance is None:
+                return (self.data - prediction).ravel()
+            return ((self.data - prediction) / np.sqrt(variance)).ravel()
+
+        return residuals
+
+    def local(self, index: int, start: dict, variance=None) -> tuple[dict, float, bool]:
+        """Least-squares optimum from ``start`` at thickness ``index``: (values, cost, success)."""
+        fixed = {k: v for k, v in start.items() if k not in self.names}
+        x0, lower, upper, scales = [], [], [], []
+        for name in self.names:
+            lo, hi = self.bounds.get(name, (-np.inf, np.inf))
+            value = float(np.clip(start.get(name, 0.0), lo, hi))
+            x0.append(value)
+            lower.append(lo)
+            upper.append(hi)
+            scales.append(self._typical(name, start))
+        if not self.names:
+            values = dict(start)
+            return values, 0.5 * float(np.sum(self._residuals(index, fixed, variance)(np.array([])) ** 2)), True
+        result = optimize.least_squares(
+            self._residuals(index, fixed, variance),
+            np.array(x0),
+            bounds=(np.array(lower), np.array(upper)),
+            x_scale=np.array(scales),
+            method="trf",
+            xtol=1e-10,
+            ftol=1e-10,
+            max_nfev=200,
+        )
+        values = {**fixed, **dict(zip(self.names, map(float, result.x)))}
+        return values, float(result.cost), bool(result.success)
+
+    def _typical(self, name: str, start: dict) -> float:
+        return {
+            "defocus": 10.0,
+            "blur": 0.1,
+            "shift_x": self.pixel[0],
+            "shift_y": self.pixel[1],
+            "scale": max(abs(start.get("scale", 1.0)), 1e-12),
+            "offset": max(float(np.std(self.data)), 1e-12),
+        }[name]
+
+    # ------------------------------------------------------------------ noise model
+    def noise_gain(self, index: int, values: dict) -> tuple[float, float]:
+        """Gain (data units per electron) from the residuals, and its standard error."""
+        if self.gain is not None:
+            return float(self.gain), 0.0
+        prediction = self.predict(index, values)
+        signal = np.maximum(prediction - values.get("offset", 0.0), 1e-12)
+        dof = max(self.data.size - len(self.names), 1)
+        gain = float(np.sum((self.data - prediction) ** 2 / signal) / dof)
+        return gain, gain * math.sqrt(2.0 / dof)
+
+    def variance(self, index: int, values: dict, gain: float) -> np.ndarray:
+        signal = self.predict(index, values) - values.get("offset", 0.0)
+        floor = 1e-3 * max(float(np.mean(np.abs(signal))), 1e-12)
+        return gain * np.maximum(signal, floor)
+
+    # ------------------------------------------------------------------ uncertainties
+    def fisher(self, index: int, values: dict, variance: np.ndarray) -> np.ndarray:
+        """Fisher information of the continuous parameters (central differences)."""
+        columns = []
+        for name in self.names:
+            step = 1e-3 * self._typical(name, values)
+            up = self.predict(index, {**values, name: values[name] + step})
+            down_value = values[name] - step
+            if name == "blur" and down_value < 0:  # one-sided at the blur's lower bound
+                columns.append((up - self.predict(index, values)).ravel() / step)
+                continue
+            down = self.predict(index, {**values, name: down_value})
+            columns.append((up - down).ravel() / (2 * step))
+        jac = np.stack(columns, axis=1) if columns else np.zeros((self.data.size, 0))
+        return jac.T @ (jac / variance.ravel()[:, None])
+
+
+def _wavelength(energy: float) -> float:
+    from temsim.constants import wavelength
+
+    return wavelength(energy)
+
+
+def _deviance(data, prediction, offset: float, gain: float) -> np.ndarray:
+    """Poisson deviance residuals of counts ``(data − offset)/gain`` under means ``(prediction − offset)/gain``."""
+    n = np.maximum((data - offset) / gain, 0.0)
+    lam = np.maximum((prediction - offset) / gain, 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(n > 0, n * np.log(n / lam), 0.0)
+    return np.sign(n - lam) * np.sqrt(np.maximum(2 * (lam - n + term), 0.0))
+
+
+def _expand(free, model) -> tuple[str, ...]:
+    names = []
+    for name in free:
+        if name not in model.fittable:
+            raise InputError(f"cannot fit {name!r} with this simulation; fittable: {', '.join(model.fittable)}")
+        names.extend(("shift_x", "shift_y") if name == "shift" else (name,))
+    return tuple(names)
+
+
+# ---------------------------------------------------------------------- the whole fit
+def _best_local(fitter: Fitter, candidates, variance=None) -> tuple[int, dict, float]:
+    best = None
+    for _, index, start in candidates:
+        values, cost, _ = fitter.local(index, fitter.register(index, start), variance)
+        if best is None or cost < best[2]:
+            best = (index, values, cost)
+    return best
+
+
+def _profile_thickness(fitter: Fitter, index: int, values: dict, variance) -> tuple[int, dict, np.ndarray]:
+    """Refit neighbouring thicknesses (weights fixed) until the best has lower cost than both neighbours."""
+    n = len(fitter.model.thicknesses)
+    allowed = set(fitter._thickness_indices())
+    profile = np.full(n, np.nan)
+    fits: dict[int, dict] = {}
+    _, profile[index], _ = fitter.local(index, values, variance)
+    fits[index] = values
+    for _ in range(n):
+        for j in (index - 2, index - 1, index + 1, index + 2):
+            if j in allowed and np.isnan(profile[j]):
+                fits[j], profile[j], _ = fitter.local(j, values, variance)
+        best = int(np.nanargmin(profile))
+        if best == index:
+            break
+        index, values = best, fits[best]
+    return index, fits[index], 2 * profile  # χ² = 2 · cost
+
+
+def _thickness_sigma(thicknesses: np.ndarray, chi2: np.ndarray, index: int) -> float:
+    """Standard error of the thickness from the χ² profile's curvature, with the series' step."""
+    step = float(np.median(np.diff(thicknesses))) if len(thicknesses) > 1 else 0.0
+    discrete = step / math.sqrt(12.0)
+    if 0 < index < len(thicknesses) - 1 and not np.isnan(chi2[[index - 1, index + 1]]).any():
+        curvature = (chi2[index - 1] - 2 * chi2[index] + chi2[index + 1]) / step**2
+        if curvature > 0:
+            return math.sqrt(2.0 / curvature + discrete**2)
+    return math.sqrt(step**2 + discrete**2)
+
+
+def _bound_hits(fitter: Fitter, values: dict, index: int) -> list[str]:
+    hits = []
+    for name in fitter.names:
+        lo, hi = fitter.bounds.get(name, (-np.inf, np.inf))
+        width = (hi - lo) if np.isfinite(hi - lo) else max(abs(values[name]), 1.0)
+        tolerance = 1e-6 * width
+        if (np.isfinite(lo) and values[name] - lo <= tolerance) or (np.isfinite(hi) and hi - values[name] <= tolerance):
+            hits.append(name)
+    allowed = fitter._thickness_indices()
+    if "thickness" in fitter.free_all and len(allowed) > 1 and index in (allowed[0], allowed[-1]):
+        hits.append("thickness")
+    return hits
+
+
+def run_fit(fitter: Fitter) -> FitOutcome:
+    """Coarse search, registration, local fits with the noise model, thickness profile, Fisher errors."""
+    candidates = fitter.coarse()
+    index, values, _ = _best_local(fitter, candidates)
+    gain, _ = fitter.noise_gain(index, values)
+    if fitter.likelihood == "gaussian":
+        variance = fitter.variance(index, values, gain)
+        values, _, _ = fitter.local(index, values, variance)
+    else:
+        variance = fitter.variance(index, values, gain)
+    if "thickness" in fitter.free_all and len(fitter.model.thicknesses) > 1:
+        index, values, chi2_profile = _profile_thickness(fitter, index, values, variance)
+    else:
+        chi2_profile = np.full(len(fitter.model.thicknesses), np.nan)
+    # final noise model at the optimum, then one more weighted step
+    gain, gain_sigma = fitter.noise_gain(index, values)
+    variance = fitter.variance(index, values, gain)
+    values, cost, success = fitter.local(index, values, variance)
+    prediction = fitter.predict(index, values)
+    variance = fitter.variance(index, values, gain)
+    fisher = fitter.fisher(index, values, variance)
+    covariance = np.linalg.pinv(fisher) if fisher.size else fisher
+    parameters = {name: float(values[name]) for name in fitter.names}
+    uncertainties = {name: float(math.sqrt(max(covariance[i, i], 0.0))) for i, name in enumerate(fitter.names)}
+    thicknesses = fitter.model.thicknesses
+    parameters["thickness"] = float(thicknesses[index])
+    if "thickness" in fitter.free_all:
+        uncertainties["thickness"] = _thickness_sigma(thicknesses, chi2_profile, index)
+    parameters["gain"] = gain
+    uncertainties["gain"] = gain_sigma
+    _dose(fitter, parameters, uncertainties)
+    residual = (fitter.data - prediction) ** 2 / variance
+    chi2 = float(residual.sum())
+    dof = int(fitter.data.size - len(fitter.names) - ("thickness" in fitter.free_all) - (fitter.gain is None))
+    hits = _bound_hits(fitter, values, index)
+    converged = success and not hits
+    if hits:
+        message = f"NOT converged: {', '.join(hits)} at a bound of the search (widen bounds= or fix it)"
+    elif not success:
+        message = "NOT converged: the optimizer stopped before its tolerance"
+    else:
+        message = "converged"
+    return FitOutcome(
+        parameters=parameters,
+        uncertainties=uncertainties,
+        at_bound=hits,
+        converged=converged,
+        message=message,
+        prediction=prediction,
+        variance=variance,
+        chi2=chi2,
+        dof=max(dof, 1),
+        thickness_index=index,
+        thickness_profile=chi2_profile,
+        covariance=covariance,
+        covariance_names=fitter.names,
+        evaluations=fitter.evaluations,
+    )
+
+
+def _dose(fitter: Fitter, parameters: dict, uncertainties: dict) -> None:
+    """Dose (e/Å²) = scale / (gain · pixel area · efficiency), with its propagated error."""
+    if "dose" not in fitter.free_all:
+        return
+    scale = parameters.get("scale", fitter.initial.get("scale", 1.0))
+    area = fitter.pixel[0] * fitter.pixel[1]
+    dose = scale / (parameters["gain"] * area * fitter.efficiency)
+    relative = math.hypot(uncertainties.get("scale", 0.0) / scale, uncertainties["gain"] / parameters["gain"])
+    parameters["dose"] = float(dose)
+    uncertainties["dose"] = float(dose * relative)

@@ -1,0 +1,200 @@
+"""Preparing an experiment and a simulation for comparison: crop, normalize, resample, tile, register.
+
+The simulated image is periodic (the simulation cell), so it is held as its Fourier series
+(:class:`PeriodicImage`) and *evaluated* at the experiment's pixel positions: that one step
+resamples it to the experiment's pixel size (Fourier interpolation, exact for a band-limited
+image), tiles the cell over the field of view and applies a sub-pixel shift. Registration is by
+phase correlation refined by an upsampled DFT around the peak (sub-pixel).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from temsim.checks import as_number
+from temsim.errors import InputError
+from temsim.readers import pixel_size_of
+
+__all__ = [
+    "crop",
+    "normalize",
+    "fourier_resample",
+    "PeriodicImage",
+    "phase_correlation",
+    "cross_correlation_peak",
+]
+
+
+def crop(image: xr.DataArray, x=None, y=None) -> xr.DataArray:
+    """The part of ``image`` with ``x0 ≤ x < x1`` and ``y0 ≤ y < y1`` (Å; ``None`` keeps an axis).
+
+    Raises
+    ------
+    InputError
+        When fewer than 8 pixels remain along an axis (empty overlap).
+    """
+    selection = {}
+    for dim, window in (("x", x), ("y", y)):
+        if window is None:
+            continue
+        lo, hi = (as_number(f"crop {dim}[{i}]", v, "Å") for i, v in enumerate(window))
+        coords = image[dim].values
+        keep = (coords >= lo) & (coords < hi)
+        if keep.sum() < 8:
+            raise InputError(
+                f"crop {dim} = [{lo:g}, {hi:g}) Å keeps {int(keep.sum())} pixels of the image "
+                f"({coords[0]:g}–{coords[-1]:g} Å); at least 8 are needed"
+            )
+        selection[dim] = np.flatnonzero(keep)
+    out = image.isel(selection) if selection else image
+    if selection:
+        out = out.assign_attrs(crop=str({k: [float(v) for v in w] for k, w in (("x", x), ("y", y)) if w is not None}))
+    return out
+
+
+def normalize(image: xr.DataArray, kind: str = "image", black_level=None, vacuum_level=None) -> xr.DataArray:
+    """HRTEM (``kind="image"``): divided by its mean. STEM (``"stem"``): fraction of the beam.
+
+    For STEM, ``(image − black_level) / (vacuum_level − black_level)`` with the detector's
+    reading without beam (black) and with the full beam on it (vacuum), in the image's units.
+    """
+    values = np.asarray(image.values, dtype=float)
+    if kind == "stem":
+        if black_level is None or vacuum_level is None:
+            raise InputError(
+                "normalizing a STEM image to fractions of the beam needs black_level and vacuum_level "
+                "(the detector's reading without beam and with the whole beam on it)"
+            )
+        black = as_number("black_level", black_level)
+        vacuum = as_number("vacuum_level", vacuum_level)
+        if vacuum == black:
+            raise InputError(f"vacuum_level must differ from black_level, both are {black:g}")
+        out = (values - black) / (vacuum - black)
+        units = "fraction of incident beam"
+    elif kind == "image":
+        mean = values.mean()
+        if mean == 0:
+            raise InputError("the image's mean is 0: it cannot be normalized by its mean")
+        out = values / mean
+        units = "fraction of the image mean"
+    else:
+        raise InputError(f"kind must be 'image' (HRTEM) or 'stem', got {kind!r}")
+    return image.copy(data=out).assign_attrs(units=units, normalization=kind)
+
+
+def fourier_resample(image: xr.DataArray, pixel_size) -> xr.DataArray:
+    """A periodic image on a new pixel size by Fourier cropping/padding (extent kept, Å).
+
+    The number of pixels becomes ``round(extent / pixel_size)``, so the pixel size realized
+    (in ``attrs["pixel_size"]``) is the nearest that fits the extent exactly.
+    """
+    p = np.broadcast_to(np.asarray(pixel_size, dtype=float), 2)
+    old = pixel_size_of(image)
+    n_old = image.shape
+    extent = (n_old[0] * old[0], n_old[1] * old[1])
+    n_new = tuple(max(2, int(round(e / q))) for e, q in zip(extent, p))
+    periodic = PeriodicImage(np.asarray(image.values, dtype=float), extent)
+    u = np.arange(n_new[0]) * extent[0] / n_new[0]
+    v = np.arange(n_new[1]) * extent[1] / n_new[1]
+    values = periodic.evaluate(u, v)
+    coords = {"x": ("x", float(image.x[0]) + u, {"units": "Å"}), "y": ("y", float(image.y[0]) + v, {"units": "Å"})}
+    attrs = {**image.attrs, "pixel_size": [extent[0] / n_new[0], extent[1] / n_new[1]], "resampled": "Fourier"}
+    return xr.DataArray(values, dims=("x", "y"), coords=coords, attrs=attrs, name=image.name)
+
+
+class PeriodicImage:
+    """A real periodic image as its Fourier series, evaluated anywhere (Å).
+
+    Parameters
+    ----------
+    values : (n1, n2) array
+        One period of the image on a regular grid starting at 0.
+    extent : (float, float)
+        The period (Å), i.e. the simulation cell.
+    coefficients : (n1, n2) complex array, optional
+        The Fourier coefficients (FFT order) instead of ``values``: ``I(x) = Σ c_k e^{2πik·x}``.
+    """
+
+    def __init__(self, values=None, extent=(1.0, 1.0), coefficients=None):
+        if coefficients is None:
+            values = np.asarray(values, dtype=float)
+            coefficients = np.fft.fft2(values) / values.size
+        self.coefficients = np.array(coefficients, dtype=complex)
+        self.extent = (float(extent[0]), float(extent[1]))
+        n1, n2 = self.coefficients.shape
+        self.fx = np.fft.fftfreq(n1, self.extent[0] / n1)
+        self.fy = np.fft.fftfreq(n2, self.extent[1] / n2)
+        # the Nyquist bin of an even grid has no sign: drop it so off-grid values stay real
+        if n1 % 2 == 0:
+            self.coefficients[n1 // 2, :] = 0
+        if n2 % 2 == 0:
+            self.coefficients[:, n2 // 2] = 0
+
+    def blurred(self, sigma: float) -> PeriodicImage:
+        """Convolved with a Gaussian of standard deviation ``sigma`` Å."""
+        if sigma <= 0:
+            return self
+        envelope = np.exp(-2 * np.pi**2 * sigma**2 * (self.fx[:, None] ** 2 + self.fy[None, :] ** 2))
+        return PeriodicImage(extent=self.extent, coefficients=self.coefficients * envelope)
+
+    def evaluate(self, u, v, shift=(0.0, 0.0), rows: np.ndarray | None = None) -> np.ndarray:
+        """Values at ``x = u − shift_x``, ``y = v − shift_y`` on the grid ``u × v`` (Å).
+
+        ``rows``/columns with all-zero coefficients are skipped (band-limited images are cheap).
+        """
+        u = np.asarray(u, dtype=float) - float(shift[0])
+        v = np.asarray(v, dtype=float) - float(shift[1])
+        keep_x = np.flatnonzero(np.abs(self.coefficients).max(axis=1) > 0)
+        keep_y = np.flatnonzero(np.abs(self.coefficients).max(axis=0) > 0)
+        c = self.coefficients[np.ix_(keep_x, keep_y)]
+        ex = np.exp(2j * np.pi * u[:, None] * self.fx[keep_x][None, :])
+        ey = np.exp(2j * np.pi * v[:, None] * self.fy[keep_y][None, :])
+        return np.real(ex @ c @ ey.T)
+
+
+def _upsampled_dft(spectrum: np.ndarray, size: int, factor: int, offsets) -> np.ndarray:
+    """Cross-correlation ``ifft(spectrum)`` on a ``size``² patch at ``1/factor`` px around ``offsets``."""
+    n1, n2 = spectrum.shape
+    rows = (np.arange(size) - size // 2) / factor + offsets[0]
+    cols = (np.arange(size) - size // 2) / factor + offsets[1]
+    k1 = np.fft.fftfreq(n1)
+    k2 = np.fft.fftfreq(n2)
+    e1 = np.exp(2j * np.pi * rows[:, None] * k1[None, :])
+    e2 = np.exp(2j * np.pi * k2[:, None] * cols[None, :])
+    return e1 @ spectrum @ e2
+
+
+def phase_correlation(reference: np.ndarray, moving: np.ndarray, upsample: int = 20) -> tuple[float, float]:
+    """Sub-pixel shift (pixels) with ``moving(i) ≈ reference(i − shift)``, by phase correlation.
+
+    The whitened cross-power spectrum's peak is found on the pixel grid, then refined on a
+    ``1/upsample`` px grid by a matrix DFT around it (Guizar-Sicairos, Thurman & Fienup,
+    Opt. Lett. 33 (2008) 156).
+    """
+    a = np.fft.fft2(np.asarray(reference, dtype=float) - np.mean(reference))
+    b = np.fft.fft2(np.asarray(moving, dtype=float) - np.mean(moving))
+    cross = b * np.conj(a)
+    cross /= np.maximum(np.abs(cross), 1e-12 * np.abs(cross).max())
+    corr = np.real(np.fft.ifft2(cross))
+    peak = np.array(np.unravel_index(np.argmax(corr), corr.shape), dtype=float)
+    n = np.array(corr.shape)
+    peak[peak > n // 2] -= n[peak > n // 2]
+    size = int(3 * upsample)
+    patch = np.real(_upsampled_dft(cross, size, upsample, peak))
+    fine = np.array(np.unravel_index(np.argmax(patch), patch.shape), dtype=float)
+    shift = peak + (fine - size // 2) / upsample
+    return float(shift[0]), float(shift[1])
+
+
+def cross_correlation_peak(reference: np.ndarray, moving: np.ndarray) -> tuple[float, tuple[int, int]]:
+    """Largest normalized cross-correlation over integer circular shifts, and that shift (px)."""
+    a = np.asarray(reference, dtype=float) - np.mean(reference)
+    b = np.asarray(moving, dtype=float) - np.mean(moving)
+    norm = np.sqrt((a * a).sum() * (b * b).sum())
+    if norm == 0:
+        return 0.0, (0, 0)
+    corr = np.real(np.fft.ifft2(np.fft.fft2(b) * np.conj(np.fft.fft2(a)))) / norm
+    index = np.unravel_index(np.argmax(corr), corr.shape)
+    shift = tuple(int(i) if i <= s // 2 else int(i - s) for i, s in zip(index, corr.shape))
+    return float(corr[index]), shift
