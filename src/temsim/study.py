@@ -141,8 +141,8 @@ class Feature:
                 raise StudyError(f"feature.{key} {value!r} is not a chemical element symbol (e.g. 'C', 'Si')")
         self._check_keys_apply()
 
-    def _check_keys_apply(self) -> None:
-        """Refuse keys this kind of feature would ignore, and contradictory ones."""
+    def _unused_keys(self) -> list[str]:
+        """Keys given that this kind of feature would ignore."""
         kind = self.kind
         unused = []
         if kind == "structure":
@@ -156,6 +156,12 @@ class Feature:
             unused.append("site")
         if kind != "structure" and self.file is not None:
             unused.append("file")
+        return unused
+
+    def _check_keys_apply(self) -> None:
+        """Refuse keys this kind of feature would ignore, and contradictory ones."""
+        kind = self.kind
+        unused = self._unused_keys()
         if unused:
             keys = ", ".join(f"feature.{k}" for k in unused)
             raise StudyError(f"{keys} does not apply to a feature of kind {kind!r}; remove it")
@@ -337,6 +343,7 @@ class Study:
     description: str = ""
 
     def __post_init__(self):
+        self._check_types()
         if not self.energies:
             raise StudyError("microscope.energies is empty: give at least one energy in eV")
         for e in self.energies:
@@ -353,11 +360,12 @@ class Study:
         labels = [m.label for m in self.modes]
         if len(set(labels)) != len(labels):
             raise StudyError(f"modes repeat: {labels}")
-        self._check_types()
         object.__setattr__(self, "seed", as_number("seed", self.seed, integer=True, minimum=0, error=StudyError))
         self._check_phonons()
         self._check_damage()
         self.feature.check_specimen(self.atoms)
+        if self.feature.kind in ("substitution", "vacancy"):
+            self.feature_site()  # a site that does not exist or holds another element is refused now
 
     def _check_types(self) -> None:
         if not isinstance(self.name, str):
@@ -366,6 +374,12 @@ class Study:
             raise StudyError(f"atoms must be a non-empty ase.Atoms, got {type(self.atoms).__name__}")
         if not isinstance(self.feature, Feature):
             raise StudyError(f"feature must be a temsim.study.Feature, got {self.feature!r}")
+        if not isinstance(self.energies, (tuple, list)) or not all(
+            isinstance(e, (int, float, np.number)) and not isinstance(e, bool) for e in self.energies
+        ):
+            raise StudyError(f"microscope.energies must be a sequence of energies in eV, got {self.energies!r}")
+        if not isinstance(self.modes, (tuple, list)):
+            raise StudyError(f"modes must be a sequence of temsim.study.Mode, got {self.modes!r}")
         bad = [m for m in self.modes if not isinstance(m, Mode)]
         if bad:
             raise StudyError(f"modes must be temsim.study.Mode objects, got {bad[0]!r}")
