@@ -100,3 +100,44 @@ def test_rerun_after_a_kill_in_the_report_needs_no_overwrite_but_a_finished_one_
     # another study in the same folder is refused too, even while a run of the first is in progress
     (output / ".temsim-plan-in-progress").write_text("another fingerprint\n")
     assert main(["plan", str(study), "-o", str(output), "--quiet"]) == 1
+
+
+def test_plan_nc_stores_structures_site_and_monte_carlo_errors(tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+    import xarray as xr
+
+    from temsim.detection import DecisionTarget
+    from temsim.planning import monte_carlo_notes
+
+    monkeypatch.setenv("TEMSIM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "cache"))
+    study = tmp_path / "study.toml"
+    study.write_text(STUDY.format(name='"stored"'), encoding="utf-8")
+    assert main(["plan", str(study), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    with xr.open_dataset(tmp_path / "out" / "plan.nc", engine="h5netcdf") as ds:
+        h0, h1 = ds.structure_H0_numbers.values, ds.structure_H1_numbers.values
+        assert len(h1) == len(h0) - 1 and ds.structure_H0_positions.shape == (len(h0), 3)
+        site = json.loads(ds.attrs["feature_site"])
+        assert site["kind"] == "vacancy" and site["element"] == "C" and h0[site["index"]] == 6
+        assert np.allclose(ds.structure_H0_positions.values[site["index"], :2], [site["x"], site["y"]])
+        assert np.all(ds.mc_power_se.values > 0) and "mc_note" in ds
+    assert "C atom" in (tmp_path / "out" / "report.md").read_text()
+    # a power 2 standard errors below the target is flagged, one within it is not
+    checks = xr.Dataset(
+        {
+            name: (("mode", "energy"), np.array([[value], [value]]))
+            for name, value in dict(
+                mc_false_alarm=0.05,
+                mc_false_alarm_se=0.005,
+                mc_probability_of_error=0.06,
+                mc_probability_of_error_se=0.004,
+            ).items()
+        },
+        coords={"mode": ["A", "B"], "energy": [80e3]},
+    )
+    checks["mc_power"] = (("mode", "energy"), np.array([[0.930], [0.948]]))
+    checks["mc_power_se"] = (("mode", "energy"), np.array([[0.005], [0.005]]))
+    notes = monte_carlo_notes(checks, DecisionTarget())
+    assert "below the target 0.95" in str(notes.values[0, 0]) and str(notes.values[1, 0]) == ""
