@@ -200,3 +200,27 @@ def test_multislice_thickness_series_streams_and_equals_separate_runs(tmp_path):
             np.testing.assert_allclose(
                 series[name].values[index], single[name].values, rtol=2e-5, atol=2e-5 * scale, err_msg=name
             )
+
+
+def test_work_units_are_numbered_once_each_and_prism_phonons_stream_like_memory(tmp_path):
+    from temsim import structure
+    from temsim.solvers.driver import work_units
+    from temsim.solvers.stem import build_engine
+
+    phonons = temsim.FrozenPhonons(sigmas=0.08, num_configs=2, seed=1)
+    potential = temsim.Potential(
+        structure.tile(structure.srtio3(), (4, 4, 1)), gpts=(192, 192), slice_thickness=3.905 / 2, phonons=phonons
+    )
+    probe = temsim.Probe(energy=200e3, semiangle_cutoff=20.0)
+    settings = temsim.ExecutionSettings(batch_size=4, progress=False)
+    engine = build_engine("prism", probe, potential, potential.grid, settings, interpolation=(2, 1), elastic=True)
+    units = work_units(engine, 10, 4, elastic=True)
+    assert [u.index for u in units] == list(range(9))  # 2 configurations + the mean, 3 batches each
+    assert [(u.config, u.start) for u in units[:4]] == [(0, 0), (0, 4), (0, 8), (1, 0)]
+    detectors = {"BF": temsim.AnnularDetector(0, 20), "HAADF": temsim.AnnularDetector(50, 80)}
+    positions = temsim.GridScan(gpts=(2, 5))
+    kw = {"method": "prism", "interpolation": (2, 1), "elastic": True, "settings": settings}
+    memory = temsim.scan(probe, potential, detectors, positions, **kw)
+    streamed = temsim.scan(probe, potential, detectors, positions, output=tmp_path / "prism.nc", **kw)
+    for name in memory.data_vars:
+        np.testing.assert_allclose(streamed[name].values, memory[name].values, rtol=1e-6, atol=1e-9, err_msg=name)

@@ -174,15 +174,17 @@ def _plain_attrs(attrs: dict) -> dict:
 
 
 class MemorySink:
-    """Keeps every channel in memory (float32) and adds each unit into it."""
+    """Keeps every channel in memory and adds each unit into it (results are float32)."""
 
     persistent = False
 
-    def __init__(self, layout: ScanLayout):
+    def __init__(self, layout: ScanLayout, accumulate=np.float32):
         self.layout = layout
         n = len(layout.scan)
+        # several units add into a batch (configurations of PRISM): float64 keeps the sum independent
+        # of the order in which they arrive
         self.arrays = {
-            channel: np.zeros(layout.unit_shape(channel[0], n), dtype=np.float32) for channel in layout.channels
+            channel: np.zeros(layout.unit_shape(channel[0], n), dtype=accumulate) for channel in layout.channels
         }
 
     def completed(self) -> set[int]:
@@ -198,7 +200,8 @@ class MemorySink:
         layout = self.layout
         variables = {}
         for name, component in layout.channels:
-            da = layout.data_array(name, component, self.arrays[(name, component)], attrs)
+            values = self.arrays[(name, component)].astype(np.float32, copy=False)
+            da = layout.data_array(name, component, values, attrs)
             variables[da.name] = da
         return xr.Dataset(variables, attrs=attrs)
 

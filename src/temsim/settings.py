@@ -58,6 +58,14 @@ class ExecutionSettings:
         give bit-identical numbers from run to run on one machine. ``"estimate"`` picks them
         by rule: no timing and no cache file, equally reproducible, but up to 10× slower per
         FFT on some grids (measured at 256² and 512²).
+    scheduler : {None, "local"} or str, optional
+        Where the work units of scans run (:mod:`temsim.compute`): ``None`` (default) in this
+        process; ``"local"`` a dask.distributed LocalCluster started for the run; a scheduler
+        address (``"tcp://host:8786"``) an existing cluster. Results equal a serial run to
+        float32 rounding. A single plane wave (``multislice``) always runs in this process.
+    workers : int, optional
+        Worker processes of ``scheduler="local"`` (default: one per core; the cores are shared
+        out as FFT threads).
     """
 
     device: Device = "cpu"
@@ -67,6 +75,8 @@ class ExecutionSettings:
     threads: int | None = None
     progress: bool | None = None
     fft_planning: Literal["measure", "estimate"] = "measure"
+    scheduler: str | None = None
+    workers: int | None = None
 
     def __post_init__(self):
         as_choice("device", self.device, ("cpu", "gpu"))
@@ -80,6 +90,17 @@ class ExecutionSettings:
             )
         if self.threads is not None:
             object.__setattr__(self, "threads", as_number("threads", self.threads, integer=True, minimum=1))
+        if self.scheduler is not None and (
+            not isinstance(self.scheduler, str) or not (self.scheduler == "local" or "://" in self.scheduler)
+        ):
+            raise InputError(
+                f"scheduler must be None, 'local' or a dask scheduler address such as 'tcp://host:8786', "
+                f"got {self.scheduler!r}"
+            )
+        if self.workers is not None:
+            object.__setattr__(self, "workers", as_number("workers", self.workers, integer=True, minimum=1))
+            if self.scheduler != "local":
+                raise InputError("workers applies to scheduler='local' (an existing cluster has its own workers)")
         if self.progress is not None and not isinstance(self.progress, bool):
             raise InputError(f"progress must be True, False or None, got {self.progress!r}")
 

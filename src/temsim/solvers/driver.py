@@ -14,12 +14,14 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
 
 from temsim._version import __version__
 from temsim.backend import array_namespace, to_numpy
+from temsim.compute import execute
 from temsim.errors import InputError
 from temsim.io import MemorySink, ScanLayout, StoreSink, WorkUnit
 from temsim.memory import BYTES_PER_PROBE_PIXEL, available_memory, estimate_batch_size, require
@@ -52,13 +54,11 @@ def work_units(engine: Engine, n_positions: int, batch_size: int, elastic: bool)
     batches = [(start, min(n_positions, start + batch_size)) for start in range(0, n_positions, batch_size)]
     if not engine.config_outer:
         return [WorkUnit(i, start, stop) for i, (start, stop) in enumerate(batches)]
-    units = []
-    for config in range(engine.num_configurations):
-        units += [WorkUnit(len(units), start, stop, config, "total") for start, stop in batches]
+    plan = [(config, "total") for config in range(engine.num_configurations)]
     if elastic:
-        mean = MEAN_CONFIGURATION if engine.num_configurations > 1 else 0
-        units += [WorkUnit(len(units), start, stop, mean, "elastic") for start, stop in batches]
-    return units
+        plan.append((MEAN_CONFIGURATION if engine.num_configurations > 1 else 0, "elastic"))
+    pieces = [(config, component, start, stop) for config, component in plan for start, stop in batches]
+    return [WorkUnit(i, start, stop, config, component) for i, (config, component, start, stop) in enumerate(pieces)]
 
 
 class _Accumulator:
@@ -109,6 +109,22 @@ def _run_unit(engine: Engine, detectors: dict, unit: WorkUnit, positions, defoci
             for t, amplitude in mean.items():
                 acc.add("elastic", t, diffraction_intensity(amplitude * (1.0 / n_configs)), weight)
     return acc.values()
+
+
+@dataclass
+class ScanTask:
+    """Everything a unit needs (picklable: sent once to each dask worker): ``task(unit) -> values``."""
+
+    engine: Engine
+    detectors: dict
+    positions: np.ndarray
+    defoci: np.ndarray
+    weights: np.ndarray
+    elastic: bool
+
+    def __call__(self, unit: WorkUnit) -> dict:
+        positions = self.positions[unit.start : unit.stop]
+        return _run_unit(self.engine, self.detectors, unit, positions, self.defoci, self.weights, self.elastic)
 
 
 def _batch_size(engine: Engine, layout: ScanLayout, settings: ExecutionSettings, streamed: bool) -> int:
@@ -222,7 +238,7 @@ def run_scan(
         "frozen_phonon_configurations": engine.num_configurations,
     }
     if output is None:
-        sink = MemorySink(layout)
+        sink = MemorySink(layout, accumulate=np.float64 if engine.config_outer else np.float32)
     else:
         sink = StoreSink(
             output, layout, _fingerprint(attrs, detectors, layout), units, resume=resume, overwrite=overwrite
@@ -233,14 +249,11 @@ def run_scan(
     total = int(round(len(resolved) * passes))
     bar = progress_bar(total, settings.show_progress(len(units) - len(done)), f"STEM ({engine.name})", unit="probe")
     bar.update(sum(u.stop - u.start for u in units if u.index in done))
+    task = ScanTask(engine, compiled, resolved.positions, defoci, weights, bool(elastic))
+    # a configuration-outer engine's units of one configuration share its state: one task
+    group = (lambda unit: (unit.config, unit.component)) if engine.config_outer else None
     try:
-        with settings.activate():
-            for unit in units:
-                if unit.index in done:
-                    continue
-                positions = resolved.positions[unit.start : unit.stop]
-                sink.write(unit, _run_unit(engine, compiled, unit, positions, defoci, weights, bool(elastic)))
-                bar.update(unit.stop - unit.start)
+        execute(units, task, sink, settings, bar, group=group)
     finally:
         bar.close()
     ds = sink.dataset(attrs)

@@ -353,6 +353,12 @@ class MultisliceEngine(Engine):
         # batches that stay in cache run 20-25% faster per probe than one large batch
         self.batch_cap = cache_batch_size(grid.gpts, 8 if dtype == "complex64" else 16)
 
+    def __getstate__(self) -> dict:
+        """Pickled (sent to a dask worker) without FFT plans, which each process makes itself."""
+        state = dict(self.__dict__)
+        state["_plans"] = {}
+        return state
+
     def _plan(self, n: int, which: str = "main") -> FFTPlan:
         if (n, which) not in self._plans:
             self._plans[(n, which)] = FFTPlan((n,) + self.detector_grid.gpts, self.xp, self.dtype)

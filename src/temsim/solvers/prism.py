@@ -284,9 +284,15 @@ class PrismEngine(Engine):
         self.beam_batch = math.ceil(n_beams / n_batches)
         self._current: tuple[int, list] | None = None
         self._mean: list | None = None
-        self._mean_count = 0
+        self._mean_members: set[int] = set()  # configurations summed into _mean
         self._coefficients: dict[float, np.ndarray] = {}
         self._pad_info = [self._pad_indices(axis) for axis in range(2)]
+
+    def __getstate__(self) -> dict:
+        """Pickled (sent to a dask worker) without S-matrices: each worker builds those it needs."""
+        state = dict(self.__dict__)
+        state.update(_current=None, _mean=None, _mean_members=set())
+        return state
 
     # ------------------------------------------------------------------ S-matrix
     @property
@@ -306,23 +312,23 @@ class PrismEngine(Engine):
         ``keep_mean``).
         """
         if config_index == MEAN_CONFIGURATION:
-            if self._mean is None or self._mean_count == 0:
-                raise InputError("the mean S-matrix needs keep_mean=True and at least one configuration built")
-            if self._mean_count != len(self.configurations):
-                for index in range(len(self.configurations)):
+            if not self.keep_mean:
+                raise InputError("the mean S-matrix needs keep_mean=True")
+            for index in range(len(self.configurations)):  # in whatever order others were built
+                if index not in self._mean_members:
                     self.s_matrix(index)
-            scale = 1.0 / self._mean_count
+            scale = 1.0 / len(self._mean_members)
             return [m * scale for m in self._mean]
         if self._current is None or self._current[0] != config_index:
             self._current = None  # free the previous one first
             matrices = self._build(self.configurations[config_index])
             self._current = (config_index, matrices)
-            if self.keep_mean and self._mean_count <= config_index:
+            if self.keep_mean and config_index not in self._mean_members:
                 if self._mean is None:
                     self._mean = [self.xp.asarray(m, copy=True) for m in matrices]
                 else:
-                    self._mean = [a + b for a, b in zip(self._mean, matrices)]
-                self._mean_count += 1
+                    self._mean = [a + b for a, b in zip(self._mean, matrices, strict=True)]
+                self._mean_members.add(config_index)
         return self._current[1]
 
     def _build(self, potential) -> list:
