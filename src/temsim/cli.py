@@ -33,8 +33,13 @@ def _plan(args) -> int:
     if (args.example is None) == (args.study is None):
         print("temsim plan: give a study file or --example NAME (one of " + ", ".join(EXAMPLES) + ")", file=sys.stderr)
         return 2
-    settings = ExecutionSettings(threads=args.jobs, progress=False if args.quiet else None)
     try:
+        settings = ExecutionSettings(
+            threads=args.jobs,
+            progress=False if args.quiet else None,
+            scheduler=args.scheduler,
+            workers=args.workers,
+        )
         study = example_study(args.example) if args.example else load_study(args.study)
         # the study name becomes one folder name inside plan-output/, never a path
         output = args.output or os.path.join("plan-output", safe_name(study.name))
@@ -70,10 +75,11 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=_jobs, default=None, help="threads for FFTs, ≥ 1 (default: all cores)")
     p.add_argument(
         "--scheduler",
-        default="local",
-        choices=["local"],
-        help="execution scheduler (only 'local' until the compute layer exists)",
+        default=None,
+        help="run the scans' work units on dask.distributed: 'local' (a cluster on this machine, started for "
+        "the run) or a scheduler address such as tcp://host:8786 (default: in this process)",
     )
+    p.add_argument("--workers", type=_jobs, default=None, help="worker processes of --scheduler local (≥ 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.command == "plan":

@@ -142,7 +142,7 @@ class _client:
         if settings.scheduler == "local":
             n, threads = local_cluster_layout(settings.workers, settings.threads)
             self.cluster = LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
             )
             self.client = Client(self.cluster)
         else:
