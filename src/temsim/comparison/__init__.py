@@ -15,6 +15,7 @@ from contextlib import nullcontext
 import numpy as np
 import xarray as xr
 
+from temsim.comparison.decision import chi2_difference, feature_probability
 from temsim.comparison.fit import CONTINUOUS, UNITS, Fitter, run_fit
 from temsim.comparison.metrics import match_metrics
 from temsim.comparison.model import ExitWaveModel, ImageModel, model_from_simulation
@@ -26,6 +27,8 @@ from temsim.readers import check_calibration, load_image, pixel_size_of
 __all__ = [
     "compare",
     "CompareResult",
+    "chi2_difference",
+    "feature_probability",
     "ExitWaveModel",
     "ImageModel",
     "simulate_for_comparison",
@@ -283,5 +286,6 @@ def _result(image: xr.DataArray, model, outcome, fitter: Fitter, likelihood: str
         simulation=simulation,
         residual=residual,
         thickness_profile=profile,
+        variance=image.copy(data=outcome.variance).rename("variance").assign_attrs(units="data units²"),
         attrs=attrs,
     )

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize
 
-from temsim.comparison.prepare import cross_correlation_peak, phase_correlation
+from temsim.comparison.prepare import correlation_peaks, cross_correlation_peak, phase_correlation
 from temsim.errors import InputError
 
 __all__ = ["FitOutcome", "Fitter", "CONTINUOUS", "UNITS"]
@@ -184,7 +184,7 @@ class Fitter:
             values["defocus"] = float(defocus)
         return values
 
-    def coarse(self, keep: int = 3) -> list[tuple[float, int, dict]]:
+    def coarse(self, keep: int = 2) -> list[tuple[float, int, dict]]:
         """The ``keep`` best (NCC, thickness index, start values) of the grid search."""
         scored = []
         for index in self._thickness_indices():
@@ -198,13 +198,34 @@ class Fitter:
         scored.sort(key=lambda item: -item[0])
         return scored[:keep]
 
+    def registrations(self, index: int, values: dict, count: int = 4) -> list[tuple[dict, float]]:
+        """Distinct candidate registrations with their residuals, best first.
+
+        The highest correlation peaks are refined sub-pixel and given their scale/offset by
+        regression; peaks that are lattice translations of each other (same residual) count
+        once. Near-symmetric images (SrTiO₃ [001] at some defoci) have distinct peaks of similar
+        height: which is right is decided by the fit's χ², not by the correlation.
+        """
+        image = self.unit_image(index, {**values, "shift_x": 0.0, "shift_y": 0.0})
+        out: list[tuple[dict, float]] = []
+        for peak in correlation_peaks(image, self.data, 6 * count) or [(0, 0)]:
+            sx, sy = phase_correlation(image, self.data, whiten=False, near=peak)
+            trial = self._linear(index, {**values, "shift_x": sx * self.pixel[0], "shift_y": sy * self.pixel[1]})
+            if all(abs(trial[1] - other[1]) > 1e-6 * other[1] for other in out):
+                out.append(trial)
+            if len(out) == count:
+                break
+        return sorted(out, key=lambda item: item[1])
+
     def register(self, index: int, values: dict) -> dict:
-        """Shift by phase correlation and scale/offset by linear regression."""
+        """Shift by sub-pixel correlation (the candidate of least residual) and scale/offset by regression."""
+        if "shift_x" not in self.names and "shift_y" not in self.names:
+            return self._linear(index, values)[0]
+        return self.registrations(index, values)[0][0]
+
+    def _linear(self, index: int, values: dict) -> tuple[dict, float]:
+        """Scale and offset by linear least squares (those that are fitted), and the residual."""
         values = dict(values)
-        if "shift_x" in self.names or "shift_y" in self.names:
-            image = self.unit_image(index, {**values, "shift_x": 0.0, "shift_y": 0.0})
-            sx, sy = phase_correlation(image, self.data)
-            values["shift_x"], values["shift_y"] = sx * self.pixel[0], sy * self.pixel[1]
         image = self.unit_image(index, values).ravel()
         design = np.stack([image, np.ones_like(image)], axis=1)
         (scale, offset), *_ = np.linalg.lstsq(design, self.data.ravel(), rcond=None)
@@ -212,7 +233,8 @@ class Fitter:
             values["scale"] = float(scale) if scale > 0 else float(np.std(self.data) / max(np.std(image), 1e-12))
         if "offset" in self.names:
             values["offset"] = float(offset)
-        return values
+        residual = self.data.ravel() - values.get("scale", 1.0) * image - values.get("offset", 0.0)
+        return values, float(residual @ residual)
 
     # ------------------------------------------------------------------ local fit
     def _residuals(self, index: int, fixed: dict, variance):
@@ -247,8 +269,8 @@ class Fitter:
             bounds=(np.array(lower), np.array(upper)),
             x_scale=np.array(scales),
             method="trf",
-            xtol=1e-10,
-            ftol=1e-10,
+            xtol=1e-8,
+            ftol=1e-9,
             max_nfev=200,
         )
         values = {**fixed, **dict(zip(self.names, map(float, result.x)))}
@@ -272,8 +294,10 @@ class Fitter:
         prediction = self.predict(index, values)
         signal = np.maximum(prediction - values.get("offset", 0.0), 1e-12)
         dof = max(self.data.size - len(self.names), 1)
-        gain = float(np.sum((self.data - prediction) ** 2 / signal) / dof)
-        return gain, gain * math.sqrt(2.0 / dof)
+        ratios = (self.data - prediction) ** 2 / signal
+        gain = float(np.sum(ratios) / dof)
+        # standard error of the mean of the squared residuals, measured (Poisson: √((2 + ⟨1/λ⟩)/N))
+        return gain, float(np.std(ratios) / math.sqrt(dof))
 
     def variance(self, index: int, values: dict, gain: float) -> np.ndarray:
         signal = self.predict(index, values) - values.get("offset", 0.0)
@@ -323,11 +347,26 @@ def _expand(free, model) -> tuple[str, ...]:
 
 # ---------------------------------------------------------------------- the whole fit
 def _best_local(fitter: Fitter, candidates, variance=None) -> tuple[int, dict, float]:
+    """Local fits from every candidate of the coarse search and each of its distinct registrations."""
     best = None
     for _, index, start in candidates:
-        values, cost, _ = fitter.local(index, fitter.register(index, start), variance)
-        if best is None or cost < best[2]:
-            best = (index, values, cost)
+        starts = [s for s, _ in fitter.registrations(index, start, 3)] if "shift_x" in fitter.names else [start]
+        for trial in starts:
+            values, cost, _ = fitter.local(index, fitter._linear(index, trial)[0], variance)
+            if best is None or cost < best[2]:
+                best = (index, values, cost)
+    return best
+
+
+def _other_registrations(fitter: Fitter, index: int, values: dict, variance) -> tuple[dict, float, bool]:
+    """The weighted local fit from the current optimum and from every other correlation peak; the best."""
+    best = fitter.local(index, values, variance)
+    if "shift_x" not in fitter.names:
+        return best
+    for start, _ in fitter.registrations(index, best[0]):
+        candidate = fitter.local(index, start, variance)
+        if candidate[1] < best[1]:
+            best = candidate
     return best
 
 
@@ -346,7 +385,10 @@ def _profile_thickness(fitter: Fitter, index: int, values: dict, variance) -> tu
         best = int(np.nanargmin(profile))
         if best == index:
             break
-        index, values = best, fits[best]
+        index = best
+        fits[index], cost, _ = _other_registrations(fitter, index, fits[index], variance)
+        profile[index] = min(profile[index], cost)
+        values = fits[index]
     return index, fits[index], 2 * profile  # χ² = 2 · cost
 
 
@@ -389,10 +431,10 @@ def run_fit(fitter: Fitter) -> FitOutcome:
         index, values, chi2_profile = _profile_thickness(fitter, index, values, variance)
     else:
         chi2_profile = np.full(len(fitter.model.thicknesses), np.nan)
-    # final noise model at the optimum, then one more weighted step
+    # final noise model at the optimum, then the other registrations against it
     gain, gain_sigma = fitter.noise_gain(index, values)
     variance = fitter.variance(index, values, gain)
-    values, cost, success = fitter.local(index, values, variance)
+    values, cost, success = _other_registrations(fitter, index, values, variance)
     prediction = fitter.predict(index, values)
     variance = fitter.variance(index, values, gain)
     fisher = fitter.fisher(index, values, variance)

@@ -22,6 +22,7 @@ __all__ = [
     "fourier_resample",
     "PeriodicImage",
     "phase_correlation",
+    "correlation_peaks",
     "cross_correlation_peak",
 ]
 
@@ -138,15 +139,17 @@ class PeriodicImage:
         envelope = np.exp(-2 * np.pi**2 * sigma**2 * (self.fx[:, None] ** 2 + self.fy[None, :] ** 2))
         return PeriodicImage(extent=self.extent, coefficients=self.coefficients * envelope)
 
-    def evaluate(self, u, v, shift=(0.0, 0.0), rows: np.ndarray | None = None) -> np.ndarray:
+    def evaluate(self, u, v, shift=(0.0, 0.0)) -> np.ndarray:
         """Values at ``x = u − shift_x``, ``y = v − shift_y`` on the grid ``u × v`` (Å).
 
-        ``rows``/columns with all-zero coefficients are skipped (band-limited images are cheap).
+        Rows and columns of negligible coefficients are skipped (band-limited images are cheap).
         """
         u = np.asarray(u, dtype=float) - float(shift[0])
         v = np.asarray(v, dtype=float) - float(shift[1])
-        keep_x = np.flatnonzero(np.abs(self.coefficients).max(axis=1) > 0)
-        keep_y = np.flatnonzero(np.abs(self.coefficients).max(axis=0) > 0)
+        magnitude = np.abs(self.coefficients)
+        negligible = 1e-12 * magnitude.max()  # below float64 rounding of the sum
+        keep_x = np.flatnonzero(magnitude.max(axis=1) > negligible)
+        keep_y = np.flatnonzero(magnitude.max(axis=0) > negligible)
         c = self.coefficients[np.ix_(keep_x, keep_y)]
         ex = np.exp(2j * np.pi * u[:, None] * self.fx[keep_x][None, :])
         ey = np.exp(2j * np.pi * v[:, None] * self.fy[keep_y][None, :])
@@ -165,26 +168,46 @@ def _upsampled_dft(spectrum: np.ndarray, size: int, factor: int, offsets) -> np.
     return e1 @ spectrum @ e2
 
 
-def phase_correlation(reference: np.ndarray, moving: np.ndarray, upsample: int = 20) -> tuple[float, float]:
+def phase_correlation(
+    reference: np.ndarray, moving: np.ndarray, upsample: int = 20, *, whiten: bool = True, near=None
+) -> tuple[float, float]:
     """Sub-pixel shift (pixels) with ``moving(i) ≈ reference(i − shift)``, by phase correlation.
 
-    The whitened cross-power spectrum's peak is found on the pixel grid, then refined on a
-    ``1/upsample`` px grid by a matrix DFT around it (Guizar-Sicairos, Thurman & Fienup,
-    Opt. Lett. 33 (2008) 156).
+    The whitened cross-power spectrum's peak (``whiten=False``: the plain cross-correlation's,
+    more robust at low counts) is found on the pixel grid — or taken as ``near`` (integer
+    pixels) — then refined on a ``1/upsample`` px grid by a matrix DFT around it
+    (Guizar-Sicairos, Thurman & Fienup, Opt. Lett. 33 (2008) 156).
     """
     a = np.fft.fft2(np.asarray(reference, dtype=float) - np.mean(reference))
     b = np.fft.fft2(np.asarray(moving, dtype=float) - np.mean(moving))
     cross = b * np.conj(a)
-    cross /= np.maximum(np.abs(cross), 1e-12 * np.abs(cross).max())
-    corr = np.real(np.fft.ifft2(cross))
-    peak = np.array(np.unravel_index(np.argmax(corr), corr.shape), dtype=float)
-    n = np.array(corr.shape)
-    peak[peak > n // 2] -= n[peak > n // 2]
+    if whiten:
+        cross /= np.maximum(np.abs(cross), 1e-12 * np.abs(cross).max())
+    if near is None:
+        corr = np.real(np.fft.ifft2(cross))
+        peak = np.array(np.unravel_index(np.argmax(corr), corr.shape), dtype=float)
+        n = np.array(corr.shape)
+        peak[peak > n // 2] -= n[peak > n // 2]
+    else:
+        peak = np.asarray(near, dtype=float)
     size = int(3 * upsample)
     patch = np.real(_upsampled_dft(cross, size, upsample, peak))
     fine = np.array(np.unravel_index(np.argmax(patch), patch.shape), dtype=float)
     shift = peak + (fine - size // 2) / upsample
     return float(shift[0]), float(shift[1])
+
+
+def correlation_peaks(reference: np.ndarray, moving: np.ndarray, count: int = 4) -> list[tuple[int, int]]:
+    """The ``count`` highest local maxima (integer shifts, px) of the circular cross-correlation."""
+    from scipy.ndimage import maximum_filter
+
+    a = np.asarray(reference, dtype=float) - np.mean(reference)
+    b = np.asarray(moving, dtype=float) - np.mean(moving)
+    corr = np.real(np.fft.ifft2(np.fft.fft2(b) * np.conj(np.fft.fft2(a))))
+    maxima = (corr == maximum_filter(corr, size=5, mode="wrap")) & (corr > 0)
+    order = np.argsort(corr[maxima])[::-1][:count]
+    peaks = np.argwhere(maxima)[order]
+    return [tuple(int(i) if i <= s // 2 else int(i - s) for i, s in zip(p, corr.shape)) for p in peaks]
 
 
 def cross_correlation_peak(reference: np.ndarray, moving: np.ndarray) -> tuple[float, tuple[int, int]]:

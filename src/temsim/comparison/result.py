@@ -42,6 +42,8 @@ class CompareResult:
     experiment, simulation, residual : xarray.DataArray
         The experiment as fitted, the best simulation on its pixels (same units) and the
         normalized residual ``(data − model)/σ``.
+    variance : xarray.DataArray
+        The noise model's variance per pixel at the optimum (data units²).
     thickness_profile : xarray.DataArray
         χ² against thickness (NaN where not refitted).
     """
@@ -56,6 +58,7 @@ class CompareResult:
     simulation: xr.DataArray = field(repr=False)
     residual: xr.DataArray = field(repr=False)
     thickness_profile: xr.DataArray = field(repr=False)
+    variance: xr.DataArray = field(repr=False, default=None)
     attrs: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ views
@@ -77,6 +80,7 @@ class CompareResult:
                 "simulation": _clean(self.simulation),
                 "residual": _clean(self.residual),
                 "thickness_profile": _clean(self.thickness_profile),
+                **({} if self.variance is None else {"variance": _clean(self.variance)}),
             },
             attrs=attrs,
         )

@@ -1,0 +1,237 @@
+"""temsim.compare and its pieces: resampling/tiling, registration, normalization, metrics, fit, report."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy import ndimage
+
+import temsim
+from temsim.comparison import ImageModel, chi2_difference, compare, feature_probability
+from temsim.comparison.metrics import chi2_per_dof, ncc, r_factor, ssim
+from temsim.comparison.prepare import PeriodicImage, crop, fourier_resample, normalize, phase_correlation
+from temsim.errors import InputError
+from temsim.structure import srtio3
+
+ENERGY = 200e3
+LENS = temsim.Aberrations.from_defocus(0.0, Cs=-15e4)
+APERTURE = 25.0
+
+
+def _cosines(x, y, extent):
+    """A band-limited periodic test image (Å)."""
+    return 1 + 0.3 * np.cos(2 * np.pi * 2 * x / extent[0]) * np.cos(2 * np.pi * 3 * y / extent[1] + 0.4)
+
+
+# ----------------------------------------------------------------------------- preparation
+def test_periodic_image_resamples_tiles_and_shifts():
+    extent = (5.0, 4.0)
+    grid = np.arange(50) * 0.1, np.arange(40) * 0.1
+    periodic = PeriodicImage(_cosines(grid[0][:, None], grid[1][None, :], extent), extent)
+    u = np.arange(73) * 0.17  # another pixel size, 2.5 cells wide
+    v = np.arange(61) * 0.13
+    shift = (0.37, -1.21)
+    expected = _cosines(u[:, None] - shift[0], v[None, :] - shift[1], extent)
+    np.testing.assert_allclose(periodic.evaluate(u, v, shift), expected, atol=1e-12)
+
+
+def test_fourier_resample_keeps_a_band_limited_image():
+    extent = (5.0, 4.0)
+    x, y = np.arange(50) * 0.1, np.arange(40) * 0.1
+    da = xr.DataArray(_cosines(x[:, None], y[None, :], extent), dims=("x", "y"), coords={"x": x, "y": y})
+    out = fourier_resample(da, 0.25)
+    assert out.shape == (20, 16)
+    expected = _cosines(out.x.values[:, None], out.y.values[None, :], extent)
+    np.testing.assert_allclose(out.values, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("whiten", [True, False])
+def test_phase_correlation_is_subpixel(rng, whiten):
+    reference = ndimage.gaussian_filter(rng.random((64, 64)), 2.0, mode="wrap")
+    truth = (2.37, -4.61)
+    moving = np.real(np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(reference), truth)))
+    found = phase_correlation(reference, moving, upsample=50, whiten=whiten)
+    np.testing.assert_allclose(found, truth, atol=0.02)
+
+
+def test_normalize_hrtem_and_stem():
+    da = xr.DataArray(np.array([[1.0, 3.0], [5.0, 7.0]]), dims=("x", "y"))
+    np.testing.assert_allclose(normalize(da).values.mean(), 1.0)
+    stem = normalize(da, "stem", black_level=1.0, vacuum_level=9.0)
+    np.testing.assert_allclose(stem.values, [[0.0, 0.25], [0.5, 0.75]])
+    with pytest.raises(InputError, match="black_level and vacuum_level"):
+        normalize(da, "stem")
+
+
+def test_crop_and_empty_overlap():
+    image = temsim.load_image(np.zeros((30, 40)), pixel_size=0.5)
+    cropped = crop(image, x=(2.0, 10.0))
+    assert cropped.sizes["x"] == 16 and float(cropped.x[0]) == 2.0
+    with pytest.raises(InputError, match="keeps 0 pixels"):
+        crop(image, y=(100.0, 200.0))
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_metrics(rng, monkeypatch):
+    a = rng.random((16, 16))
+    assert ncc(a, 2 * a + 1) == pytest.approx(1.0)
+    assert ncc(a, -a) == pytest.approx(-1.0)
+    assert r_factor(a, a) == 0.0 and r_factor(a, 0 * a) == pytest.approx(1.0)
+    chi2, dof = chi2_per_dof(a, a + 0.1, np.full_like(a, 0.01), 3)
+    assert chi2 == pytest.approx(256.0) and dof == 253
+    pytest.importorskip("skimage")
+    assert ssim(a, a) == pytest.approx(1.0)
+    assert ssim(a, rng.random((16, 16))) < 0.5
+    monkeypatch.setitem(sys.modules, "skimage.metrics", None)
+    assert ssim(a, a) is None
+
+
+# ----------------------------------------------------------------------------- fits
+@pytest.fixture(scope="module")
+def series():
+    """SrTiO3 [001], 2 × 2 cells, 8 slices of a/2, coarse sampling: a fast thickness series."""
+    potential = temsim.Potential(srtio3() * (2, 2, 4), sampling=0.15, slice_thickness=3.905 / 2)
+    return temsim.multislice(temsim.PlaneWave(energy=ENERGY), potential, save_every=1)
+
+
+def _experiment(series, index=5, defocus=-80.0, blur=0.3, shift=(1.4, -2.3), dose=5000.0, seed=0):
+    image = temsim.hrtem_image(series.isel(thickness=index), LENS.with_defocus(defocus), semiangle_cutoff=APERTURE)
+    pixel = float(image.x[1] - image.x[0])
+    spectrum = ndimage.fourier_gaussian(np.fft.fft2(image.values.astype(float)), blur / pixel)
+    values = np.real(np.fft.ifft2(ndimage.fourier_shift(spectrum, shift)))
+    return temsim.apply_noise(image.copy(data=values), dose, camera="ideal", seed=seed)
+
+
+def _options(**extra):
+    return {"aberrations": LENS.with_defocus(-50.0), "semiangle_cutoff": APERTURE, **extra}
+
+
+def test_compare_recovers_a_synthetic_experiment(series):
+    counts = _experiment(series)
+    result = compare(counts, series, **_options())
+    p = result.parameters
+    assert result.converged, result.message
+    assert abs(p["defocus"] + 80.0) < 10.0
+    assert p["thickness"] == pytest.approx(float(series.thickness[5]))
+    assert abs(p["dose"] / 5000.0 - 1) < 0.1
+    assert abs(p["blur"] - 0.3) < 0.05
+    assert set(result.uncertainties) >= {"defocus", "thickness", "blur", "shift_x", "shift_y", "scale", "dose"}
+    assert 0.8 < result.metrics["chi2_per_dof"] < 1.2 and result.metrics["ncc"] > 0.5
+
+
+def test_poisson_likelihood_with_known_gain(series):
+    counts = _experiment(series, seed=3)
+    result = compare(counts, series, likelihood="poisson", **_options())
+    assert result.converged
+    assert result.parameters["gain"] == 1.0 and result.uncertainties["gain"] == 0.0
+    assert abs(result.parameters["dose"] / 5000.0 - 1) < 0.05
+    with pytest.raises(InputError, match="black level fixed"):
+        compare(counts, series, fit=("defocus", "offset"), likelihood="poisson", **_options())
+
+
+def test_a_fit_on_a_bound_is_not_converged(series):
+    counts = _experiment(series)
+    fit = ("defocus", "shift", "scale")
+    result = compare(counts, series, fit=fit, bounds={"defocus": (-72.0, -60.0)}, initial={"blur": 0.3}, **_options())
+    assert not result.converged
+    assert "defocus" in result.at_bound
+    assert result.message.startswith("NOT converged") and "defocus" in result.message
+    assert "at bound" in result.summary()
+
+
+def test_report_is_written_once_atomically(series, tmp_path):
+    result = compare(_experiment(series), series, fit=("defocus", "shift", "scale", "dose"), **_options())
+    paths = result.report(tmp_path / "report")
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["compare.md", "compare.nc", "compare.png"]
+    with xr.open_dataset(paths["netcdf"], engine="h5netcdf") as ds:
+        assert ds.attrs["fit_defocus"] == pytest.approx(result.parameters["defocus"])
+        assert ds.attrs["fit_dose_units"] == "e/Å²"
+        np.testing.assert_allclose(ds["simulation"].values, result.simulation.values)
+    before = {name: (tmp_path / "report" / name).read_bytes() for name in ("compare.md", "compare.nc")}
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        result.report(tmp_path / "report")
+    assert before == {name: (tmp_path / "report" / name).read_bytes() for name in before}
+    result.report(tmp_path / "report", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["compare.md", "compare.nc", "compare.png"]
+
+
+def test_unit_error_and_unfittable_parameters(series):
+    counts = _experiment(series)
+    wrong = temsim.load_image(counts.values.T, pixel_size=20 * float(counts.x[1] - counts.x[0]))
+    with pytest.raises(InputError, match="likely a unit error"):
+        compare(wrong, series, **_options())
+    image = temsim.hrtem_image(series, LENS, semiangle_cutoff=APERTURE)  # fixed optics: no defocus
+    with pytest.raises(InputError, match="cannot fit 'defocus'"):
+        compare(counts, image, fit=("defocus", "thickness"))
+    with pytest.raises(InputError, match="cannot fit 'tilt'"):
+        compare(counts, series, fit=("tilt",), **_options())
+
+
+def test_user_file_is_not_modified(series, tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    counts = _experiment(series)
+    path = tmp_path / "experiment.tif"
+    pixel_nm = float(counts.x[1] - counts.x[0]) / 10
+    tifffile.imwrite(path, counts.values.T, imagej=True, resolution=(1 / pixel_nm,) * 2, metadata={"unit": "nm"})
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    result = compare(path, series, fit=("defocus", "shift", "scale"), **_options())
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert result.attrs["experiment_sha256"] == digest
+
+
+def _stem_series(extent=6.0, n=30):
+    """A STEM-like thickness series: Gaussian columns whose height grows with thickness."""
+    x = np.arange(n) * extent / n
+    columns = [(1.5, 1.5, 1.0), (4.5, 4.5, 0.5), (1.5, 4.5, 0.3)]
+    thickness = np.arange(1, 7) * 2.0
+    values = np.zeros((len(thickness), n, n))
+    for cx, cy, weight in columns:
+        for dx in (-extent, 0, extent):
+            for dy in (-extent, 0, extent):
+                r2 = (x[:, None] - cx - dx) ** 2 + (x[None, :] - cy - dy) ** 2
+                values += weight * (thickness[:, None, None] / 10) * np.exp(-r2 / (2 * 0.35**2))[None]
+    values = 0.01 + 0.05 * values
+    coords = {"thickness": thickness, "scan_x": x, "scan_y": x}
+    return xr.DataArray(values, dims=("thickness", "scan_x", "scan_y"), coords=coords, attrs={"signal": "stem"})
+
+
+def test_stem_image_with_black_and_vacuum_levels(rng):
+    series = _stem_series()
+    step = float(series.scan_x[1] - series.scan_x[0])
+    truth = series.isel(thickness=3).values
+    spectrum = ndimage.fourier_gaussian(np.fft.fft2(truth), 0.25 / step)
+    truth = np.real(np.fft.ifft2(ndimage.fourier_shift(spectrum, (3.3, -2.6))))
+    dose = 2e5  # e/Å²: electrons per probe position = dose · step²
+    black = 100.0
+    counts = black + rng.poisson(truth * dose * step**2)
+    image = temsim.load_image(counts.T, pixel_size=step)
+    vacuum = black + dose * step**2
+    result = compare(image, series, fit=("thickness", "blur", "shift", "dose"), black_level=black, vacuum_level=vacuum)
+    assert result.converged, result.message
+    assert result.parameters["thickness"] == 8.0
+    assert abs(result.parameters["blur"] - 0.25) < 0.05
+    assert abs(result.parameters["dose"] / dose - 1) < 0.1
+    cells = series.sizes["scan_x"]  # the shift is found modulo the cell (pixels)
+    shift = [
+        (result.parameters[f"shift_{a}"] / step - t + cells / 2) % cells - cells / 2
+        for a, t in (("x", 3.3), ("y", -2.6))
+    ]
+    np.testing.assert_allclose(shift, 0.0, atol=0.1)
+    assert isinstance(ImageModel(series).image(0), PeriodicImage)
+
+
+def test_chi2_difference_and_posterior(series):
+    counts = _experiment(series, index=5)
+    fit = ("defocus", "blur", "shift", "scale")
+    right = compare(counts, series, fit=fit, initial={"thickness": 11.7}, **_options())
+    wrong = compare(counts, series, fit=fit, initial={"thickness": 3.9}, **_options())
+    assert right.parameters["thickness"] == pytest.approx(float(series.thickness[5]))
+    delta, sigma = chi2_difference(counts, right, wrong)
+    assert delta > 3 * sigma > 0
+    assert feature_probability(counts, wrong, right) > 0.999
+    assert feature_probability(counts, right, wrong) < 0.001
+    assert feature_probability(counts, right, right, prior=0.3) == pytest.approx(0.3)
