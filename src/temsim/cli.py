@@ -61,6 +61,7 @@ def _plan(args) -> int:
 
 
 def main(argv=None) -> int:
+    from temsim import compare_cli
     from temsim._version import __version__
 
     parser = argparse.ArgumentParser(prog="temsim", description="Electron scattering simulation and dose planning")
@@ -81,9 +82,12 @@ def main(argv=None) -> int:
     )
     p.add_argument("--workers", type=_jobs, default=None, help="worker processes of --scheduler local (≥ 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    compare_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "plan":
         return _plan(args)
+    if args.command == "compare":
+        return compare_cli.run(args)
     return 2  # pragma: no cover
 
 
