@@ -9,13 +9,15 @@ dose. See ``docs/compare.md``.
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
 
-from temsim.comparison.decision import chi2_difference, feature_probability
+from temsim.comparison.decision import chi2_difference, feature_probability, log_likelihood_ratio
 from temsim.comparison.fit import CONTINUOUS, UNITS, Fitter, run_fit
 from temsim.comparison.metrics import match_metrics
 from temsim.comparison.model import ExitWaveModel, ImageModel, model_from_simulation
@@ -29,6 +31,9 @@ __all__ = [
     "CompareResult",
     "chi2_difference",
     "feature_probability",
+    "log_likelihood_ratio",
+    "feature_posterior",
+    "FeatureTest",
     "ExitWaveModel",
     "ImageModel",
     "simulate_for_comparison",
@@ -270,6 +275,7 @@ def _result(image: xr.DataArray, model, outcome, fitter: Fitter, likelihood: str
         "fitted": ", ".join(fitter.free_all),
         "fixed": str({k: v for k, v in fitter.initial.items() if k in CONTINUOUS and k not in fitter.names}),
         "efficiency": fitter.efficiency,
+        "offset": float(outcome.parameters.get("offset", fitter.initial.get("offset", 0.0))),
         "model_evaluations": outcome.evaluations,
     }
     for key in ("study_name", "hypothesis"):
@@ -289,3 +295,80 @@ def _result(image: xr.DataArray, model, outcome, fitter: Fitter, likelihood: str
         variance=image.copy(data=outcome.variance).rename("variance").assign_attrs(units="data units²"),
         attrs=attrs,
     )
+
+
+# ----------------------------------------------------------------------------- closing the loop
+@dataclass(frozen=True)
+class FeatureTest:
+    """Is the planned feature in an acquired image? (see :func:`feature_posterior`).
+
+    Attributes
+    ----------
+    probability : float
+        Posterior probability that the feature is present.
+    log_likelihood_ratio : float
+        ``ln L(H1)/L(H0)`` with the nuisance parameters fitted under each hypothesis.
+    present : bool
+        The decision: ``probability > 0.5`` (equal costs).
+    dose, dose_sigma : float
+        Dose fitted from the image (e/Å²) and its standard error (under H1).
+    planned_dose : float or None
+        The plan's required dose (e/Å²), if given.
+    dose_matches_plan : bool or None
+        Whether the acquired dose reached the planned one (within 2 standard errors).
+    fits : dict
+        ``{"H0": CompareResult, "H1": CompareResult}``.
+    """
+
+    probability: float
+    log_likelihood_ratio: float
+    present: bool
+    dose: float
+    dose_sigma: float
+    planned_dose: float | None
+    dose_matches_plan: bool | None
+    fits: dict = field(repr=False)
+
+
+def feature_posterior(
+    experiment, study, *, models=None, prior: float = 0.5, planned_dose=None, fit=("scale", "dose"), **options
+) -> FeatureTest:
+    """Posterior probability that a study's feature is present in an acquired image.
+
+    The planner decided the dose from the likelihood ratio of the counts under H1 (feature) and
+    H0; this evaluates the same likelihood on the acquired image, with the nuisance
+    parameters in ``fit`` (default scale and dose; add ``"shift"``, ``"defocus"``, …) fitted
+    under each hypothesis. With ``likelihood="poisson"`` (counts, known gain) it is the
+    planner's Poisson statistic.
+
+    Parameters
+    ----------
+    experiment : path or array or DataArray
+        The acquired image of the planned region (see :func:`compare`).
+    study : Study or str
+        The plan's study (or its TOML file); its HRTEM mode is simulated for H0 and H1.
+    models : (model_H0, model_H1), optional
+        Already simulated models (from :func:`simulate_for_comparison`), to skip the simulation.
+    prior : float
+        Prior probability of the feature.
+    planned_dose : float, optional
+        The plan's required dose (e/Å²), to check the acquired dose against.
+    fit, **options
+        As for :func:`compare` (``likelihood``, ``gain``, ``initial``, ``pixel_size``, …).
+
+    Returns
+    -------
+    FeatureTest
+    """
+    if models is None:
+        models = tuple(simulate_for_comparison(study, hypothesis=h, mode=options.get("mode"))[0] for h in ("H0", "H1"))
+    initial = {"defocus": models[1].aberrations.defocus, **options.pop("initial", {})}
+    options.pop("mode", None)
+    fits = {h: compare(experiment, m, fit=fit, initial=initial, **options) for h, m in zip(("H0", "H1"), models)}
+    data = fits["H1"].experiment
+    llr = log_likelihood_ratio(data, fits["H0"], fits["H1"])
+    probability = feature_probability(data, fits["H0"], fits["H1"], prior=prior)
+    dose = float(fits["H1"].parameters.get("dose", math.nan))
+    sigma = float(fits["H1"].uncertainties.get("dose", math.nan))
+    matches = None if planned_dose is None else bool(dose + 2 * sigma >= float(planned_dose))
+    return FeatureTest(probability, llr, probability > 0.5, dose, sigma, planned_dose, matches, fits)

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-__all__ = ["chi2_difference", "feature_probability"]
+__all__ = ["chi2_difference", "log_likelihood_ratio", "feature_probability"]
 
 
 def _values(data):
@@ -46,14 +46,39 @@ def chi2_difference(data, a, b) -> tuple[float, float]:
     return delta, sigma
 
 
+def _poisson(result) -> bool:
+    return result.attrs.get("likelihood") == "poisson"
+
+
+def log_likelihood_ratio(data, without, with_feature) -> float:
+    """``ln L(H1)/L(H0)`` with every nuisance parameter at its fit under each hypothesis.
+
+    When both fits used the Poisson likelihood, this is the planner's statistic on the raw
+    counts ``n = (data − offset)/gain``: ``Σ [n ln(λ₁/λ₀) − (λ₁ − λ₀)]`` with the fitted
+    expected counts λ (:mod:`temsim.detection`). Otherwise the Gaussian ``Δχ²/2`` on H1's noise
+    variance (:func:`chi2_difference`).
+    """
+    if _poisson(without) and _poisson(with_feature):
+        gain = float(with_feature.parameters.get("gain", 1.0))
+        offset0 = float(without.parameters.get("offset", without.attrs.get("offset", 0.0)))
+        offset1 = float(with_feature.parameters.get("offset", with_feature.attrs.get("offset", 0.0)))
+        counts = np.maximum((_values(data) - offset1) / gain, 0.0)
+        lam0 = np.maximum((_values(without.simulation) - offset0) / gain, 1e-12)
+        lam1 = np.maximum((_values(with_feature.simulation) - offset1) / gain, 1e-12)
+        return float(np.sum(counts * np.log(lam1 / lam0) - (lam1 - lam0)))
+    delta, _ = chi2_difference(data, with_feature, without)  # χ²_H0 − χ²_H1
+    return 0.5 * delta
+
+
 def feature_probability(data, without, with_feature, prior: float = 0.5) -> float:
     """Posterior probability that the feature is present, from fits without (H0) and with it (H1).
 
-    ``P(H1 | data) = 1 / (1 + (1 − prior)/prior · exp(−Δχ²/2))`` with ``Δχ² = χ²_H0 − χ²_H1``
-    (both on H1's noise variance): the likelihood ratio with the nuisance parameters fitted.
+    ``P(H1 | data) = 1 / (1 + (1 − prior)/prior · exp(−ln Λ))`` with ``ln Λ`` from
+    :func:`log_likelihood_ratio` (nuisance parameters fitted: the profile likelihood ratio).
     """
-    delta, _ = chi2_difference(data, with_feature, without)  # χ²_H0 − χ²_H1
-    log_odds = 0.5 * delta + math.log(prior / (1 - prior))
+    log_odds = log_likelihood_ratio(data, without, with_feature) + math.log(prior / (1 - prior))
     if log_odds > 700:
         return 1.0
+    if log_odds < -700:
+        return 0.0
     return 1.0 / (1.0 + math.exp(-log_odds))
