@@ -235,3 +235,15 @@ def test_chi2_difference_and_posterior(series):
     assert feature_probability(counts, wrong, right) > 0.999
     assert feature_probability(counts, right, wrong) < 0.001
     assert feature_probability(counts, right, right, prior=0.3) == pytest.approx(0.3)
+
+
+def test_spherical_aberration_is_fitted(series):
+    image = temsim.hrtem_image(
+        series.isel(thickness=5), temsim.Aberrations.from_defocus(-80.0, Cs=-12e4), semiangle_cutoff=APERTURE
+    )
+    counts = temsim.apply_noise(image, 5000.0, camera="ideal", seed=1)
+    fit = ("defocus", "Cs", "shift", "scale")
+    result = compare(counts, series, fit=fit, initial={"thickness": 11.7}, **_options())  # starts at Cs = −15 µm
+    assert result.converged
+    assert abs(result.parameters["Cs"] + 12e4) < 3 * result.uncertainties["Cs"] < 3e4
+    assert abs(result.parameters["defocus"] + 80.0) < 5.0

@@ -177,8 +177,9 @@ def compare(
         optics or STEM, one simulation cell. A :class:`temsim.study.Study` or study TOML file:
         its HRTEM mode simulated here (``hypothesis``, ``mode``, ``energy``).
     fit : sequence of str
-        Fitted among ``defocus``, ``thickness``, ``blur``, ``shift``, ``scale``, ``offset``,
-        ``dose``; the others stay at ``initial`` (offset 0, blur 0, shift 0, scale 1).
+        Fitted among ``defocus``, ``Cs`` (C30, Å), ``thickness``, ``blur``, ``shift``,
+        ``scale``, ``offset``, ``dose``; the others stay at ``initial`` (offset 0, blur 0,
+        shift 0, scale 1; Cs the lens's).
     pixel_size : float or (float, float), optional
         Experimental pixel size (Å), where the source has no calibration.
     aberrations : Aberrations, optional

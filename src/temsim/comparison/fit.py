@@ -34,11 +34,12 @@ from temsim.errors import InputError
 __all__ = ["FitOutcome", "Fitter", "CONTINUOUS", "UNITS"]
 
 #: Continuous parameters of the local fit, in their order.
-CONTINUOUS = ("defocus", "blur", "shift_x", "shift_y", "scale", "offset")
+CONTINUOUS = ("defocus", "Cs", "blur", "shift_x", "shift_y", "scale", "offset")
 
 #: Units of every reported parameter.
 UNITS = {
     "defocus": "Å",
+    "Cs": "Å",
     "thickness": "Å",
     "blur": "Å",
     "shift_x": "Å",
@@ -85,7 +86,7 @@ class Fitter:
     pixel_size : (float, float)
         Experimental pixel size, Å.
     free : sequence of str
-        Fitted parameters among ``defocus``, ``thickness``, ``blur``, ``shift``, ``scale``,
+        Fitted parameters among ``defocus``, ``Cs``, ``thickness``, ``blur``, ``shift``, ``scale``,
         ``offset``, ``dose`` (``dose``: estimated from the noise; ``shift``: both axes).
     initial : dict
         Starting or fixed values (Å; ``thickness`` in Å picks the nearest of the series).
@@ -128,6 +129,8 @@ class Fitter:
         out = dict(_DEFAULT_BOUNDS)
         centre = float(self.initial.get("defocus", 0.0))
         out["defocus"] = (centre - 200.0, centre + 200.0)
+        cs = float(self.initial.get("Cs", getattr(getattr(self.model, "aberrations", None), "C30", 0.0)))
+        out["Cs"] = (cs - 5e5, cs + 5e5)  # ± 50 µm
         for name, pair in given.items():
             if name not in (*CONTINUOUS, "thickness"):
                 raise InputError(f"bounds for unknown parameter {name!r}; parameters are {', '.join(CONTINUOUS)}")
@@ -152,11 +155,17 @@ class Fitter:
     # ------------------------------------------------------------------ the forward model
     def unit_image(self, index: int, values: dict) -> np.ndarray:
         """Blurred, shifted simulated image on the experiment's pixels (before scale/offset)."""
-        defocus = values.get("defocus") if hasattr(self.model, "spectra") else None
-        key = (index, None if defocus is None else round(float(defocus), 9))
+        lens = hasattr(self.model, "spectra")
+        defocus = values.get("defocus") if lens else None
+        cs = values.get("Cs") if lens else None
+        key = (
+            index,
+            None if defocus is None else round(float(defocus), 9),
+            None if cs is None else round(float(cs), 6),
+        )
         periodic = self._cache.get(key)
         if periodic is None:
-            periodic = self.model.image(index, defocus)
+            periodic = self.model.image(index, defocus) if cs is None else self.model.image(index, defocus, cs)
             if len(self._cache) > 64:
                 self._cache.clear()
             self._cache[key] = periodic
@@ -180,6 +189,8 @@ class Fitter:
     def _start(self, index: int, defocus: float) -> dict:
         values = {name: float(self.initial[name]) for name in CONTINUOUS if name in self.initial}
         values.setdefault("blur", 0.1 if "blur" in self.names else 0.0)
+        if "Cs" in self.names:
+            values.setdefault("Cs", float(self.model.aberrations.C30))
         if not np.isnan(defocus):
             values["defocus"] = float(defocus)
         return values
@@ -279,6 +290,7 @@ class Fitter:
     def _typical(self, name: str, start: dict) -> float:
         return {
             "defocus": 10.0,
+            "Cs": 1000.0,
             "blur": 0.1,
             "shift_x": self.pixel[0],
             "shift_y": self.pixel[1],

@@ -10,6 +10,8 @@ fit blurs, shifts and evaluates on the experiment's pixels.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import xarray as xr
 
@@ -52,7 +54,7 @@ class ExitWaveModel:
     """
 
     kind = "image"
-    fittable = ("defocus", "thickness", "blur", "shift", "scale", "offset", "dose")
+    fittable = ("defocus", "Cs", "thickness", "blur", "shift", "scale", "offset", "dose")
 
     def __init__(self, exit_waves, aberrations=None, semiangle_cutoff=None, focal_spread=0.0, angular_spread=0.0):
         if "energy" not in exit_waves.attrs:
@@ -70,9 +72,11 @@ class ExitWaveModel:
         self.angular_spread = float(angular_spread)
         self.sampling = (self.extent[0] / n1, self.extent[1] / n2)
 
-    def image(self, index: int, defocus: float | None = None) -> PeriodicImage:
-        """The HRTEM image at thickness ``index`` and ``defocus`` (Å, positive = underfocus)."""
+    def image(self, index: int, defocus: float | None = None, Cs: float | None = None) -> PeriodicImage:
+        """The HRTEM image at thickness ``index``, ``defocus`` (Å, positive = underfocus) and ``Cs`` (C30, Å)."""
         lens = self.aberrations if defocus is None else self.aberrations.with_defocus(float(defocus))
+        if Cs is not None:
+            lens = dataclasses.replace(lens, C30=float(Cs))
         ctf = contrast_transfer_function(
             self.kx, self.ky, self.energy, lens, self.semiangle_cutoff, self.focal_spread, self.angular_spread
         )

@@ -25,7 +25,7 @@ class CompareResult:
     Attributes
     ----------
     parameters : dict
-        Best-fit values: ``defocus`` (Å, positive = underfocus), ``thickness`` (Å), ``blur``
+        Best-fit values: ``defocus`` (Å, positive = underfocus), ``Cs`` (C30, Å), ``thickness`` (Å), ``blur``
         (Gaussian σ, Å), ``shift_x``/``shift_y`` (Å: where the simulation cell's origin lies in
         the experiment, modulo the cell), ``scale`` (data units per fraction of the beam),
         ``offset`` (data units), ``gain`` (data units per electron), ``dose`` (e/Å²).
