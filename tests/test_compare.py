@@ -247,3 +247,50 @@ def test_spherical_aberration_is_fitted(series):
     assert result.converged
     assert abs(result.parameters["Cs"] + 12e4) < 3 * result.uncertainties["Cs"] < 3e4
     assert abs(result.parameters["defocus"] + 80.0) < 5.0
+
+
+def test_affine_evaluation_matches_a_rotated_analytic_image():
+    extent = (5.0, 4.0)
+    grid = np.arange(50) * 0.1, np.arange(40) * 0.1
+    periodic = PeriodicImage(_cosines(grid[0][:, None], grid[1][None, :], extent), extent)
+    u, v = np.arange(31) * 0.21, np.arange(27) * 0.19
+    np.testing.assert_allclose(
+        periodic.evaluate_affine(u, v, (0.3, 0.1)), periodic.evaluate(u, v, (0.3, 0.1)), atol=1e-8
+    )
+    theta, m, shift = np.deg2rad(2.5), 1.02, (0.3, -0.2)
+    uu, vv = np.meshgrid(u, v, indexing="ij")
+    cu, cv = uu.mean(), vv.mean()
+    qx = m * (np.cos(theta) * (uu - cu) - np.sin(theta) * (vv - cv)) + cu - shift[0]
+    qy = m * (np.sin(theta) * (uu - cu) + np.cos(theta) * (vv - cv)) + cv - shift[1]
+    found = periodic.evaluate_affine(u, v, shift, rotation_deg=2.5, magnification=m)
+    np.testing.assert_allclose(found, _cosines(qx, qy, extent), atol=1e-8)
+
+
+def _columns(qx, qy, thickness_factor, extent=6.0):
+    """The STEM-like image of _stem_series at arbitrary positions (Å), summed over periodic images."""
+    out = np.zeros_like(qx)
+    for cx, cy, weight in [(1.5, 1.5, 1.0), (4.5, 4.5, 0.5), (1.5, 4.5, 0.3)]:
+        dx = (qx - cx + extent / 2) % extent - extent / 2
+        dy = (qy - cy + extent / 2) % extent - extent / 2
+        out += weight * thickness_factor * np.exp(-(dx**2 + dy**2) / (2 * 0.35**2))
+    return 0.01 + 0.05 * out
+
+
+def test_rotation_is_searched_and_fitted(rng):
+    series = _stem_series()
+    step = float(series.scan_x[1] - series.scan_x[0])
+    u = np.arange(48) * step
+    uu, vv = np.meshgrid(u, u, indexing="ij")
+    theta, shift = np.deg2rad(2.2), (0.4, -0.7)
+    c = uu.mean()
+    qx = np.cos(theta) * (uu - c) - np.sin(theta) * (vv - c) + c - shift[0]
+    qy = np.sin(theta) * (uu - c) + np.cos(theta) * (vv - c) + c - shift[1]
+    dose = 2e5
+    counts = rng.poisson(_columns(qx, qy, 8.0 / 10) * dose * step**2).astype(float)
+    image = temsim.load_image(counts.T, pixel_size=step)
+    fit = ("thickness", "shift", "rotation_deg", "scale", "dose")
+    result = compare(image, series, fit=fit)
+    assert result.converged, result.message
+    assert result.parameters["thickness"] == 8.0
+    assert abs(result.parameters["rotation_deg"] - 2.2) < 3 * result.uncertainties["rotation_deg"] < 0.3
+    assert abs(result.parameters["dose"] / dose - 1) < 0.1

@@ -178,8 +178,9 @@ def compare(
         its HRTEM mode simulated here (``hypothesis``, ``mode``, ``energy``).
     fit : sequence of str
         Fitted among ``defocus``, ``Cs`` (C30, Å), ``thickness``, ``blur``, ``shift``,
-        ``scale``, ``offset``, ``dose``; the others stay at ``initial`` (offset 0, blur 0,
-        shift 0, scale 1; Cs the lens's).
+        ``rotation_deg`` (searched ±5°), ``magnification``, ``scale``, ``offset``, ``dose``;
+        the others stay at ``initial`` (offset 0, blur 0, shift 0, rotation 0, magnification 1,
+        scale 1; Cs the lens's).
     pixel_size : float or (float, float), optional
         Experimental pixel size (Å), where the source has no calibration.
     aberrations : Aberrations, optional

@@ -34,7 +34,7 @@ from temsim.errors import InputError
 __all__ = ["FitOutcome", "Fitter", "CONTINUOUS", "UNITS"]
 
 #: Continuous parameters of the local fit, in their order.
-CONTINUOUS = ("defocus", "Cs", "blur", "shift_x", "shift_y", "scale", "offset")
+CONTINUOUS = ("defocus", "Cs", "blur", "shift_x", "shift_y", "rotation_deg", "magnification", "scale", "offset")
 
 #: Units of every reported parameter.
 UNITS = {
@@ -44,13 +44,21 @@ UNITS = {
     "blur": "Å",
     "shift_x": "Å",
     "shift_y": "Å",
+    "rotation_deg": "degrees (experiment relative to the simulation cell)",
+    "magnification": "experiment pixel size / nominal",
     "scale": "data units per fraction of the beam",
     "offset": "data units",
     "dose": "e/Å²",
     "gain": "data units per electron",
 }
 
-_DEFAULT_BOUNDS = {"blur": (0.0, 5.0), "scale": (0.0, np.inf), "offset": (-np.inf, np.inf)}
+_DEFAULT_BOUNDS = {
+    "blur": (0.0, 5.0),
+    "scale": (0.0, np.inf),
+    "offset": (-np.inf, np.inf),
+    "rotation_deg": (-5.0, 5.0),
+    "magnification": (0.9, 1.1),
+}
 
 
 @dataclass
@@ -171,7 +179,11 @@ class Fitter:
             self._cache[key] = periodic
         self.evaluations += 1
         shift = (values.get("shift_x", 0.0), values.get("shift_y", 0.0))
-        return periodic.blurred(values.get("blur", 0.0)).evaluate(self.u, self.v, shift)
+        blurred = periodic.blurred(values.get("blur", 0.0))
+        rotation, magnification = values.get("rotation_deg", 0.0), values.get("magnification", 1.0)
+        if rotation == 0.0 and magnification == 1.0:
+            return blurred.evaluate(self.u, self.v, shift)
+        return blurred.evaluate_affine(self.u, self.v, shift, rotation, magnification)
 
     def predict(self, index: int, values: dict) -> np.ndarray:
         return values.get("scale", 1.0) * self.unit_image(index, values) + values.get("offset", 0.0)
@@ -266,7 +278,7 @@ class Fitter:
         x0, lower, upper, scales = [], [], [], []
         for name in self.names:
             lo, hi = self.bounds.get(name, (-np.inf, np.inf))
-            value = float(np.clip(start.get(name, 0.0), lo, hi))
+            value = float(np.clip(start.get(name, 1.0 if name in ("magnification", "scale") else 0.0), lo, hi))
             x0.append(value)
             lower.append(lo)
             upper.append(hi)
@@ -291,6 +303,8 @@ class Fitter:
         return {
             "defocus": 10.0,
             "Cs": 1000.0,
+            "rotation_deg": 0.1,
+            "magnification": 1e-3,
             "blur": 0.1,
             "shift_x": self.pixel[0],
             "shift_y": self.pixel[1],
@@ -370,6 +384,22 @@ def _best_local(fitter: Fitter, candidates, variance=None) -> tuple[int, dict, f
     return best
 
 
+def _rotation_search(fitter: Fitter, index: int, values: dict, step: float = 0.5) -> tuple[int, dict]:
+    """Scan the rotation over its bounds (``step`` degrees) by correlation, then register and refit."""
+    lo, hi = fitter.bounds["rotation_deg"]
+    scores = []
+    for angle in np.arange(lo, hi + step / 2, step):
+        trial = {**values, "rotation_deg": float(angle), "shift_x": 0.0, "shift_y": 0.0}
+        scores.append((cross_correlation_peak(fitter.unit_image(index, trial), fitter.data)[0], float(angle)))
+    angle = max(scores)[1]
+    best = fitter.local(index, fitter._linear(index, values)[0])
+    for start, _ in fitter.registrations(index, {**values, "rotation_deg": angle}):
+        candidate = fitter.local(index, start)
+        if candidate[1] < best[1]:
+            best = candidate
+    return index, best[0]
+
+
 def _other_registrations(fitter: Fitter, index: int, values: dict, variance) -> tuple[dict, float, bool]:
     """The weighted local fit from the current optimum and from every other correlation peak; the best."""
     best = fitter.local(index, values, variance)
@@ -433,6 +463,8 @@ def run_fit(fitter: Fitter) -> FitOutcome:
     """Coarse search, registration, local fits with the noise model, thickness profile, Fisher errors."""
     candidates = fitter.coarse()
     index, values, _ = _best_local(fitter, candidates)
+    if "rotation_deg" in fitter.names:
+        index, values = _rotation_search(fitter, index, values)
     gain, _ = fitter.noise_gain(index, values)
     if fitter.likelihood == "gaussian":
         variance = fitter.variance(index, values, gain)

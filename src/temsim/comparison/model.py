@@ -54,7 +54,18 @@ class ExitWaveModel:
     """
 
     kind = "image"
-    fittable = ("defocus", "Cs", "thickness", "blur", "shift", "scale", "offset", "dose")
+    fittable = (
+        "defocus",
+        "Cs",
+        "thickness",
+        "blur",
+        "shift",
+        "rotation_deg",
+        "magnification",
+        "scale",
+        "offset",
+        "dose",
+    )
 
     def __init__(self, exit_waves, aberrations=None, semiangle_cutoff=None, focal_spread=0.0, angular_spread=0.0):
         if "energy" not in exit_waves.attrs:
@@ -118,7 +129,7 @@ class ImageModel:
         scans must cover the whole cell (``GridScan`` over the cell, endpoint excluded).
     """
 
-    fittable = ("thickness", "blur", "shift", "scale", "offset", "dose")
+    fittable = ("thickness", "blur", "shift", "rotation_deg", "magnification", "scale", "offset", "dose")
 
     def __init__(self, images: xr.DataArray):
         dims = ("x", "y") if "x" in images.dims else ("scan_x", "scan_y")

@@ -155,6 +155,26 @@ class PeriodicImage:
         ey = np.exp(2j * np.pi * v[:, None] * self.fy[keep_y][None, :])
         return np.real(ex @ c @ ey.T)
 
+    def evaluate_affine(self, u, v, shift=(0.0, 0.0), rotation_deg: float = 0.0, magnification: float = 1.0):
+        """Values on the grid ``u × v`` (Å) of an image rotated by ``rotation_deg`` (degrees, about
+        the grid's centre c) and magnified: pixel ``p`` shows ``q = m R(θ)(p − c) + c − shift``.
+
+        The phase of each Fourier term is affine in the pixel indices, so the sum is still one
+        matrix product, over the coefficients above 10⁻⁹ of the largest (exact to that level).
+        """
+        u = np.asarray(u, dtype=float)
+        v = np.asarray(v, dtype=float)
+        cu, cv = u.mean(), v.mean()
+        theta = np.deg2rad(rotation_deg)
+        cos, sin = np.cos(theta) * magnification, np.sin(theta) * magnification
+        magnitude = np.abs(self.coefficients)
+        ix, iy = np.nonzero(magnitude > 1e-9 * magnitude.max())
+        fx, fy = self.fx[ix], self.fy[iy]
+        c = self.coefficients[ix, iy] * np.exp(2j * np.pi * (fx * (cu - shift[0]) + fy * (cv - shift[1])))
+        a = np.exp(2j * np.pi * np.outer(u - cu, fx * cos + fy * sin))
+        b = np.exp(2j * np.pi * np.outer(v - cv, fy * cos - fx * sin))
+        return np.real((a * c[None, :]) @ b.T)
+
 
 def _upsampled_dft(spectrum: np.ndarray, size: int, factor: int, offsets) -> np.ndarray:
     """Cross-correlation ``ifft(spectrum)`` on a ``size``² patch at ``1/factor`` px around ``offsets``."""
