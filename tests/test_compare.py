@@ -294,3 +294,36 @@ def test_rotation_is_searched_and_fitted(rng):
     assert result.parameters["thickness"] == 8.0
     assert abs(result.parameters["rotation_deg"] - 2.2) < 3 * result.uncertainties["rotation_deg"] < 0.3
     assert abs(result.parameters["dose"] / dose - 1) < 0.1
+
+
+def test_stem_line_jitter_is_measured(rng, tmp_path):
+    series = _stem_series()
+    step = float(series.scan_x[1] - series.scan_x[0])
+    u = np.arange(40) * step
+    jitter = rng.normal(0.0, 0.15, size=u.size)  # Å, one per scan line (fixed y)
+    jitter -= jitter.mean()
+    shift = (0.4, -0.7)
+    qx = u[:, None] - shift[0] - jitter[None, :]
+    qy = np.broadcast_to(u[None, :] - shift[1], qx.shape)
+    dose = 2e5
+    counts = rng.poisson(_columns(qx, qy, 8.0 / 10) * dose * step**2).astype(float)
+    image = temsim.load_image(counts.T, pixel_size=step)
+    fit = ("thickness", "shift", "scale", "dose")
+    plain = compare(image, series, fit=fit)
+    corrected = compare(image, series, fit=fit, row_shifts=True)
+    assert corrected.converged, corrected.message
+    found = corrected.row_shifts
+    assert found.dims == ("y",) and found.sizes["y"] == u.size
+    error = found.values - jitter
+    sigma = found["row_shift_sigma"].values
+    informative = sigma < 0.05  # lines through atom columns (between rows there is nothing to align)
+    assert informative.mean() > 0.4
+    assert np.sqrt(np.mean(error[informative] ** 2)) < 0.2 * np.std(jitter)
+    assert np.mean(np.abs(error) <= 2 * sigma) > 0.85
+    assert abs(corrected.parameters["dose"] / dose - 1) < 0.1
+    assert plain.parameters["gain"] > 1.5 * corrected.parameters["gain"]  # unmodelled jitter looks like noise
+    paths = corrected.report(tmp_path / "jitter")
+    import xarray
+
+    with xarray.open_dataset(paths["netcdf"], engine="h5netcdf") as ds:
+        np.testing.assert_allclose(ds["row_shifts"].values, found.values)

@@ -19,6 +19,7 @@ two optional tables read here and removed before the study is loaded:
     initial = {blur = 0.2}        # Å / data units
     bounds = {defocus = [-300, 300]}
     crop = {x = [0, 40], y = [0, 40]}   # Å
+    row_shifts = false            # STEM: one shift per scan line along x (line jitter)
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ _COMPARE_KEYS = {
     "crop",
     "black_level",
     "vacuum_level",
+    "row_shifts",
 }
 _EXPERIMENT_KEYS = {"pixel_size"}
 
@@ -75,10 +77,8 @@ def _table(key: str, value) -> dict:
     return value
 
 
-def _options(table: dict) -> dict:
-    unknown = set(table) - _COMPARE_KEYS
-    if unknown:
-        raise StudyError(f"unknown key(s) {sorted(unknown)} in [compare]; valid keys are {sorted(_COMPARE_KEYS)}")
+def _choices(table: dict) -> dict:
+    """``fit`` (a list of names) and ``row_shifts`` (a boolean) of the [compare] table."""
     out: dict = {}
     if "fit" in table:
         if not isinstance(table["fit"], list) or not all(isinstance(f, str) for f in table["fit"]):
@@ -86,6 +86,19 @@ def _options(table: dict) -> dict:
                 f'compare.fit must be a list of names, e.g. ["defocus", "thickness"], got {table["fit"]!r}'
             )
         out["fit"] = tuple(table["fit"])
+    if "row_shifts" in table:
+        if not isinstance(table["row_shifts"], bool):
+            raise StudyError(f"compare.row_shifts must be true or false, got {table['row_shifts']!r}")
+        out["row_shifts"] = table["row_shifts"]
+    return out
+
+
+def _options(table: dict) -> dict:
+    unknown = set(table) - _COMPARE_KEYS
+    if unknown:
+        raise StudyError(f"unknown key(s) {sorted(unknown)} in [compare]; valid keys are {sorted(_COMPARE_KEYS)}")
+    out: dict = {}
+    out.update(_choices(table))
     for key in ("hypothesis", "mode", "likelihood"):
         if key in table:
             out[key] = str(table[key])

@@ -157,6 +157,7 @@ def compare(
     black_level=None,
     vacuum_level=None,
     crop_to=None,
+    row_shifts: bool = False,
     hypothesis: str = "H1",
     mode: str | None = None,
     energy=None,
@@ -203,6 +204,9 @@ def compare(
         STEM: detector reading without beam and with the whole beam (fixes offset and scale).
     crop_to : dict, optional
         ``{"x": (x0, x1), "y": (y0, y1)}`` in Å: the part of the experiment to fit.
+    row_shifts : bool
+        STEM line jitter: fit one shift along *x* (the fast scan axis) per scan line
+        (``result.row_shifts``, Å, mean folded into ``shift_x``).
     hypothesis, mode, energy, settings
         For a study: with or without the feature, which HRTEM mode, which energy (eV), how to run.
 
@@ -239,6 +243,8 @@ def compare(
     if likelihood == "poisson" and gain is None:
         gain = 1.0
     fitter = Fitter(model, image.values, pixel, fit, initial, bounds, likelihood, gain, efficiency)
+    if row_shifts:
+        fitter.row_shifts = np.zeros(image.sizes["y"])
     with _threads_limited():
         outcome = run_fit(fitter)
     return _result(image, model, outcome, fitter, likelihood)
@@ -295,6 +301,7 @@ def _result(image: xr.DataArray, model, outcome, fitter: Fitter, likelihood: str
         residual=residual,
         thickness_profile=profile,
         variance=image.copy(data=outcome.variance).rename("variance").assign_attrs(units="data units²"),
+        row_shifts=_row_shifts(image, outcome),
         attrs=attrs,
     )
 
@@ -374,3 +381,13 @@ def feature_posterior(
     sigma = float(fits["H1"].uncertainties.get("dose", math.nan))
     matches = None if planned_dose is None else bool(dose + 2 * sigma >= float(planned_dose))
     return FeatureTest(probability, llr, probability > 0.5, dose, sigma, planned_dose, matches, fits)
+
+
+def _row_shifts(image: xr.DataArray, outcome):
+    if outcome.row_shifts is None:
+        return None
+    shifts, sigma = outcome.row_shifts
+    coords = {"y": image["y"]}
+    attrs = {"units": "Å", "description": "shift of each scan line along x (mean in shift_x)"}
+    da = xr.DataArray(shifts, dims=("y",), coords=coords, attrs=attrs, name="row_shifts")
+    return da.assign_coords(row_shift_sigma=("y", sigma, {"units": "Å"}))

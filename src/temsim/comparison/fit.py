@@ -80,6 +80,7 @@ class FitOutcome:
     covariance_names: tuple
     evaluations: int = 0
     notes: list = field(default_factory=list)
+    row_shifts: tuple | None = None
 
 
 class Fitter:
@@ -129,6 +130,8 @@ class Fitter:
                 "initial={'offset': black_level} (data units)"
             )
         self.bounds = self._bounds(bounds or {})
+        #: Per-scan-line shifts along x (Å), or None when line jitter is not corrected.
+        self.row_shifts = None
         self._cache: dict = {}
         self.evaluations = 0
 
@@ -182,7 +185,7 @@ class Fitter:
         blurred = periodic.blurred(values.get("blur", 0.0))
         rotation, magnification = values.get("rotation_deg", 0.0), values.get("magnification", 1.0)
         if rotation == 0.0 and magnification == 1.0:
-            return blurred.evaluate(self.u, self.v, shift)
+            return blurred.evaluate(self.u, self.v, shift, self.row_shifts)
         return blurred.evaluate_affine(self.u, self.v, shift, rotation, magnification)
 
     def predict(self, index: int, values: dict) -> np.ndarray:
@@ -311,6 +314,36 @@ class Fitter:
             "scale": max(abs(start.get("scale", 1.0)), 1e-12),
             "offset": max(float(np.std(self.data)), 1e-12),
         }[name]
+
+    # ------------------------------------------------------------------ STEM line jitter
+    def estimate_row_shifts(self, index: int, values: dict, variance=None, steps: int = 3) -> np.ndarray:
+        """Gauss–Newton steps for one shift along *x* per scan line (Å), mean folded into ``shift_x``.
+
+        Each line's shift has a Gaussian prior of one pixel standard deviation, so a line with no
+        structure along *x* (between atom rows) stays put instead of wandering. Returns the
+        standard error of each line's shift (its Fisher information plus the prior's).
+        """
+        prior = 1.0 / self.pixel[0] ** 2
+        h = 0.01 * self.pixel[0]
+        weights = 1.0 / variance if variance is not None else np.ones_like(self.data)
+        sigma = np.full(self.data.shape[1], np.inf)
+        for _ in range(steps):
+            base = self.row_shifts.copy()
+            self.row_shifts = base + h
+            up = self.predict(index, values)
+            self.row_shifts = base - h
+            down = self.predict(index, values)
+            self.row_shifts = base
+            derivative = (up - down) / (2 * h)
+            residual = self.data - self.predict(index, values)
+            information = np.sum(weights * derivative**2, axis=0) + prior
+            step = (np.sum(weights * residual * derivative, axis=0) - prior * base) / information
+            shifts = base + np.clip(step, -self.pixel[0], self.pixel[0])
+            mean = float(shifts.mean())
+            self.row_shifts = shifts - mean
+            values["shift_x"] = values.get("shift_x", 0.0) + mean
+            sigma = 1.0 / np.sqrt(information)
+        return sigma
 
     # ------------------------------------------------------------------ noise model
     def noise_gain(self, index: int, values: dict) -> tuple[float, float]:
@@ -465,6 +498,10 @@ def run_fit(fitter: Fitter) -> FitOutcome:
     index, values, _ = _best_local(fitter, candidates)
     if "rotation_deg" in fitter.names:
         index, values = _rotation_search(fitter, index, values)
+    if fitter.row_shifts is not None:
+        for _ in range(3):
+            fitter.estimate_row_shifts(index, values)
+            values, _, _ = fitter.local(index, values)
     gain, _ = fitter.noise_gain(index, values)
     if fitter.likelihood == "gaussian":
         variance = fitter.variance(index, values, gain)
@@ -479,6 +516,10 @@ def run_fit(fitter: Fitter) -> FitOutcome:
     gain, gain_sigma = fitter.noise_gain(index, values)
     variance = fitter.variance(index, values, gain)
     values, cost, success = _other_registrations(fitter, index, values, variance)
+    row_sigma = None
+    if fitter.row_shifts is not None:
+        row_sigma = fitter.estimate_row_shifts(index, values, variance)
+        values, cost, success = fitter.local(index, values, variance)
     prediction = fitter.predict(index, values)
     variance = fitter.variance(index, values, gain)
     fisher = fitter.fisher(index, values, variance)
@@ -518,6 +559,7 @@ def run_fit(fitter: Fitter) -> FitOutcome:
         covariance=covariance,
         covariance_names=fitter.names,
         evaluations=fitter.evaluations,
+        row_shifts=None if fitter.row_shifts is None else (fitter.row_shifts.copy(), row_sigma),
     )
 
 

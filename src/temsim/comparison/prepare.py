@@ -139,10 +139,11 @@ class PeriodicImage:
         envelope = np.exp(-2 * np.pi**2 * sigma**2 * (self.fx[:, None] ** 2 + self.fy[None, :] ** 2))
         return PeriodicImage(extent=self.extent, coefficients=self.coefficients * envelope)
 
-    def evaluate(self, u, v, shift=(0.0, 0.0)) -> np.ndarray:
+    def evaluate(self, u, v, shift=(0.0, 0.0), row_shifts=None) -> np.ndarray:
         """Values at ``x = u − shift_x``, ``y = v − shift_y`` on the grid ``u × v`` (Å).
 
-        Rows and columns of negligible coefficients are skipped (band-limited images are cheap).
+        ``row_shifts`` (one per ``v``, Å) shift each scan line along *x* as well (STEM line
+        jitter). Rows and columns of negligible coefficients are skipped.
         """
         u = np.asarray(u, dtype=float) - float(shift[0])
         v = np.asarray(v, dtype=float) - float(shift[1])
@@ -153,7 +154,10 @@ class PeriodicImage:
         c = self.coefficients[np.ix_(keep_x, keep_y)]
         ex = np.exp(2j * np.pi * u[:, None] * self.fx[keep_x][None, :])
         ey = np.exp(2j * np.pi * v[:, None] * self.fy[keep_y][None, :])
-        return np.real(ex @ c @ ey.T)
+        if row_shifts is None:
+            return np.real(ex @ c @ ey.T)
+        lines = (c @ ey.T) * np.exp(-2j * np.pi * self.fx[keep_x][:, None] * np.asarray(row_shifts)[None, :])
+        return np.real(ex @ lines)
 
     def evaluate_affine(self, u, v, shift=(0.0, 0.0), rotation_deg: float = 0.0, magnification: float = 1.0):
         """Values on the grid ``u × v`` (Å) of an image rotated by ``rotation_deg`` (degrees, about

@@ -44,6 +44,9 @@ class CompareResult:
         normalized residual ``(data − model)/σ``.
     variance : xarray.DataArray
         The noise model's variance per pixel at the optimum (data units²).
+    row_shifts : xarray.DataArray or None
+        STEM line jitter (``compare(..., row_shifts=True)``): shift of each scan line along *x*
+        (Å, dim ``y``), standard errors in the ``row_shift_sigma`` coordinate.
     thickness_profile : xarray.DataArray
         χ² against thickness (NaN where not refitted).
     """
@@ -59,6 +62,7 @@ class CompareResult:
     residual: xr.DataArray = field(repr=False)
     thickness_profile: xr.DataArray = field(repr=False)
     variance: xr.DataArray = field(repr=False, default=None)
+    row_shifts: xr.DataArray | None = field(repr=False, default=None)
     attrs: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ views
@@ -81,6 +85,7 @@ class CompareResult:
                 "residual": _clean(self.residual),
                 "thickness_profile": _clean(self.thickness_profile),
                 **({} if self.variance is None else {"variance": _clean(self.variance)}),
+                **({} if self.row_shifts is None else {"row_shifts": _clean(self.row_shifts)}),
             },
             attrs=attrs,
         )
