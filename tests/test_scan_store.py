@@ -224,3 +224,22 @@ def test_work_units_are_numbered_once_each_and_prism_phonons_stream_like_memory(
     streamed = temsim.scan(probe, potential, detectors, positions, output=tmp_path / "prism.nc", **kw)
     for name in memory.data_vars:
         np.testing.assert_allclose(streamed[name].values, memory[name].values, rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+def test_the_driver_runs_an_engine_on_array_api_strict_like_numpy():
+    """The GPU path in miniature: engine and detectors on array_api_strict arrays (a stand-in for CuPy)."""
+    import array_api_strict
+
+    from temsim.solvers.driver import run_scan
+    from temsim.solvers.multislice import MultisliceEngine
+
+    probe, potential, detectors, positions = _multislice_case()
+    resolved = temsim.GridScan(gpts=(3, 3)).resolve(potential.grid.extent, 0.3)
+    settings = temsim.ExecutionSettings(batch_size=4, progress=False)
+    results = []
+    for xp in (np, array_api_strict):
+        engine = MultisliceEngine(probe, [potential], potential.grid, xp)
+        results.append(run_scan(engine, probe, detectors, resolved, settings=settings))
+    for name in detectors:
+        scale = float(np.abs(results[0][name].values).max())
+        np.testing.assert_allclose(results[1][name].values, results[0][name].values, rtol=1e-4, atol=1e-5 * scale)

@@ -221,7 +221,7 @@ def run_scan(
         raise InputError("give at least one detector, e.g. detectors={'HAADF': temsim.AnnularDetector(70, 200)}")
     if not isinstance(elastic, (bool, np.bool_)):
         raise InputError(f"elastic must be True or False, got {elastic!r}")
-    xp = settings.xp
+    xp = getattr(engine, "xp", None) or settings.xp  # detectors live where the engine's intensities do
     compiled = {name: det.compile(engine.detector_grid, probe.energy, xp) for name, det in detectors.items()}
     engine.check()
     layout = ScanLayout(
