@@ -51,7 +51,12 @@ DEFAULT_FIT = ("defocus", "thickness", "blur", "shift", "scale", "dose")
 
 
 def simulate_for_comparison(study, *, hypothesis: str = "H1", mode: str | None = None, energy=None, settings=None):
-    """The forward model of a planning study: an HRTEM exit-wave thickness series (one multislice).
+    """The forward model of a planning study, from one simulation with a thickness series.
+
+    HRTEM modes: one multislice run saving the exit wave after every slice
+    (:class:`ExitWaveModel`; defocus can be fitted). Annular STEM modes (HAADF, ADF, ABF, BF):
+    one scan over the whole cell at the study's ``scan_step`` with a thickness series
+    (:class:`ImageModel`).
 
     Parameters
     ----------
@@ -60,32 +65,24 @@ def simulate_for_comparison(study, *, hypothesis: str = "H1", mode: str | None =
     hypothesis : {"H1", "H0"}
         With the feature (H1) or without (H0).
     mode : str, optional
-        Label of the study's HRTEM mode (default: its first HRTEM mode); its defocus (Å) is the
-        starting defocus of the fit.
+        Label of the study's mode (default: its first HRTEM mode, else its first annular mode);
+        an HRTEM mode's defocus (Å) starts the defocus search.
     energy : float, optional
         Beam energy (eV), one of the study's (default: the first).
     settings : ExecutionSettings, optional
-        How the multislice runs (threads, precision).
+        How the simulation runs (threads, precision).
 
     Returns
     -------
-    (ExitWaveModel, dict)
-        The model and the fit's starting values (``defocus``).
+    (ExitWaveModel or ImageModel, dict)
+        The model and the fit's starting values (``defocus`` for HRTEM).
     """
     from temsim.potentials import Potential
-    from temsim.solvers.multislice import multislice
     from temsim.study import Study, load_study
-    from temsim.waves import PlaneWave
 
     if not isinstance(study, Study):
         study = load_study(study)
-    modes = [m for m in study.modes if m.kind == "image" and (mode is None or m.label == mode)]
-    if not modes:
-        labels = [m.label for m in study.modes]
-        raise InputError(
-            f"study {study.name!r} has no HRTEM mode{'' if mode is None else f' named {mode!r}'} (modes: {labels}); "
-            "for STEM, simulate the scan over one cell with temsim.scan and pass the image (dims scan_x, scan_y)"
-        )
+    chosen = _study_mode(study, mode)
     if hypothesis not in ("H0", "H1"):
         raise InputError(f"hypothesis must be 'H0' (without the feature) or 'H1' (with it), got {hypothesis!r}")
     h0, h1, _ = study.hypotheses()
@@ -93,12 +90,57 @@ def simulate_for_comparison(study, *, hypothesis: str = "H1", mode: str | None =
     potential = Potential(
         h1 if hypothesis == "H1" else h0, sampling=study.sampling, slice_thickness=study.slice_thickness
     )
-    waves = multislice(PlaneWave(energy=energy), potential, save_every=1, settings=settings)
-    lens = study.aberrations.with_defocus(study.aberrations.defocus + modes[0].defocus)
-    model = ExitWaveModel(waves, lens, semiangle_cutoff=study.semiangle_cutoff, focal_spread=study.focal_spread)
+    if chosen.kind == "image":
+        model, start = _hrtem_model(study, chosen, potential, energy, settings)
+    else:
+        model, start = _stem_model(study, chosen, potential, energy, settings), {}
     model.study_name = study.name
     model.hypothesis = hypothesis
+    return model, start
+
+
+def _study_mode(study, mode: str | None):
+    candidates = [m for m in study.modes if m.kind in ("image", "annular") and (mode is None or m.label == mode)]
+    candidates.sort(key=lambda m: m.kind != "image")  # HRTEM first
+    if not candidates:
+        labels = [m.label for m in study.modes]
+        raise InputError(
+            f"study {study.name!r} has no HRTEM or annular STEM mode{'' if mode is None else f' named {mode!r}'} "
+            f"(modes: {labels}); segmented and pixelated modes are not compared yet"
+        )
+    return candidates[0]
+
+
+def _hrtem_model(study, mode, potential, energy: float, settings):
+    from temsim.solvers.multislice import multislice
+    from temsim.waves import PlaneWave
+
+    waves = multislice(PlaneWave(energy=energy), potential, save_every=1, settings=settings)
+    lens = study.aberrations.with_defocus(study.aberrations.defocus + mode.defocus)
+    model = ExitWaveModel(waves, lens, semiangle_cutoff=study.semiangle_cutoff, focal_spread=study.focal_spread)
     return model, {"defocus": lens.defocus}
+
+
+def _stem_model(study, mode, potential, energy: float, settings) -> ImageModel:
+    from temsim.detectors import AnnularDetector
+    from temsim.positions import GridScan
+    from temsim.solvers.stem import scan
+    from temsim.waves import Probe
+
+    probe = Probe(
+        energy=energy,
+        semiangle_cutoff=study.semiangle_cutoff,
+        aberrations=study.aberrations,
+        focal_spread=study.focal_spread,
+    )
+    cell = tuple(float(e) for e in potential.grid.extent)
+    gpts = tuple(max(2, math.ceil(e / study.scan_step)) for e in cell)
+    inner, outer = mode.angles(study.semiangle_cutoff)
+    positions = GridScan(start=(0.0, 0.0), end=cell, gpts=gpts)
+    result = scan(
+        probe, potential, {mode.label: AnnularDetector(inner, outer)}, positions, save_every=1, settings=settings
+    )
+    return ImageModel(result[mode.label])
 
 
 def _model(simulation, lens: dict, study_options: dict):

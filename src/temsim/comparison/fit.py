@@ -347,20 +347,29 @@ class Fitter:
 
     # ------------------------------------------------------------------ noise model
     def noise_gain(self, index: int, values: dict) -> tuple[float, float]:
-        """Gain (data units per electron) from the residuals, and its standard error."""
+        """Gain (data units per electron) from the residuals, and its standard error.
+
+        The mean of ``(data − model)² / (model − offset)`` over the pixels (the efficient
+        estimator under Poisson noise), with the signal floored at one electron (a first
+        estimate from ``Σ (data − model)² / Σ (model − offset)``) so that pixels where the model
+        is near zero (STEM background, Fourier ringing) cannot dominate. Its standard error is
+        measured from the spread of the ratios.
+        """
         if self.gain is not None:
             return float(self.gain), 0.0
         prediction = self.predict(index, values)
-        signal = np.maximum(prediction - values.get("offset", 0.0), 1e-12)
-        dof = max(self.data.size - len(self.names), 1)
-        ratios = (self.data - prediction) ** 2 / signal
-        gain = float(np.sum(ratios) / dof)
-        # standard error of the mean of the squared residuals, measured (Poisson: √((2 + ⟨1/λ⟩)/N))
-        return gain, float(np.std(ratios) / math.sqrt(dof))
+        signal = prediction - values.get("offset", 0.0)
+        lines = 0 if self.row_shifts is None else len(self.row_shifts)
+        dof = max(self.data.size - len(self.names) - lines, 1)
+        squares = (self.data - prediction) ** 2
+        first = float(squares.sum() / max(float(np.maximum(signal, 0.0).sum()), 1e-300))
+        ratios = squares / np.maximum(signal, max(first, 1e-300))
+        return float(ratios.sum() / dof), float(np.std(ratios) / math.sqrt(dof))
 
     def variance(self, index: int, values: dict, gain: float) -> np.ndarray:
+        """Noise variance per pixel (data units²): ``gain · (model − offset)``, at least one electron's."""
         signal = self.predict(index, values) - values.get("offset", 0.0)
-        floor = 1e-3 * max(float(np.mean(np.abs(signal))), 1e-12)
+        floor = max(1e-3 * float(np.mean(np.abs(signal))), gain, 1e-300)
         return gain * np.maximum(signal, floor)
 
     # ------------------------------------------------------------------ uncertainties
