@@ -26,13 +26,14 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import traceback
 from collections.abc import Callable, Sequence
 
 from temsim.errors import TemsimError
 
-__all__ = ["execute", "UnitError", "local_cluster_layout"]
+__all__ = ["execute", "session", "UnitError", "local_cluster_layout"]
 
 
 class UnitError(TemsimError, RuntimeError):
@@ -121,6 +122,26 @@ def execute(units: Sequence, task: Callable, sink, settings, bar, *, group: Call
             for unit, values in future.result():
                 sink.write(unit, values)
                 bar.update(unit.stop - unit.start)
+
+
+@contextlib.contextmanager
+def session(settings):
+    """Share one local cluster among several runs (a plan's simulations, a sweep).
+
+    With ``scheduler="local"`` the cluster is started once and the block gets settings that
+    point at its address (and the per-worker FFT threads); with any other scheduler the
+    settings pass through unchanged. The cluster is closed when the block ends.
+    """
+    if settings is None or settings.scheduler != "local":
+        yield settings
+        return
+    from distributed import LocalCluster
+
+    n, threads = local_cluster_layout(settings.workers, settings.threads)
+    with LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
+    ) as cluster:
+        yield settings.replace(scheduler=cluster.scheduler_address, workers=None, threads=threads)
 
 
 class _client:

@@ -31,7 +31,7 @@ import numpy as np
 import xarray as xr
 
 import temsim
-from temsim import detection
+from temsim import compute, detection
 from temsim.cameras import camera_model
 from temsim.checkpoints import input_key, load_checkpoint, save_checkpoint, study_fingerprint
 from temsim.imaging import hrtem_image
@@ -767,7 +767,8 @@ def plan(
         ``table`` (one dict per mode × energy), ``dataset`` (xarray: the table's columns, the
         power curves, and the rates as ``rates[<mode>]``), ``signals``, ``rates``.
     """
-    rates = simulate(study, settings=settings, progress=progress, checkpoint_dir=checkpoint_dir)
+    with compute.session(settings) as shared:  # one local cluster for every simulation of the plan
+        rates = simulate(study, settings=shared, progress=progress, checkpoint_dir=checkpoint_dir)
     budgets = {e: damage_budget(e, study.critical_dose, study.knock_on) for e in study.energies}
     doses = np.logspace(math.log10(study.dose_range[0]), math.log10(study.dose_range[1]), 121)
     limits = evaluate(rates, study.target, budgets, doses=doses)
