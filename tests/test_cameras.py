@@ -102,3 +102,34 @@ def test_damage_function_no_longer_shadows_its_module():
 
     assert temsim.damage is bd.damage and callable(temsim.damage)
     assert temsim.critical_dose is bd.critical_dose and temsim.knock_on is bd.knock_on
+
+
+@pytest.mark.parametrize("preset", sorted(CAMERA_PRESETS))
+def test_every_preset_reaches_the_planner_and_the_dose_scales_as_one_over_dqe0(preset):
+    """The planner's rates carry the preset's DQE(0), so its required dose scales as 1/DQE(0)."""
+    from types import SimpleNamespace
+
+    import xarray as xr
+
+    from temsim import detection
+    from temsim.planning import _rates_of
+
+    fractions = {"H0": np.full(6, 0.02), "H1": np.array([0.02, 0.02, 0.026, 0.02, 0.02, 0.02])}
+    sims = {
+        (80e3, h, 0): {"mode": xr.DataArray(v, dims="channel", attrs={"channel_area": 0.09})}
+        for h, v in fractions.items()
+    }
+    study = SimpleNamespace(energies=(80e3,))
+    rates = {}
+    for camera in ("ideal", preset):
+        mode = SimpleNamespace(label="mode", name="HAADF", kind="annular", camera_name=camera)
+        rates[camera] = _rates_of(study, mode, sims, 1)
+    dqe0 = camera_model(preset).dqe0
+    assert rates[preset].attrs["efficiency"] == pytest.approx(dqe0)
+    np.testing.assert_allclose(rates[preset].values, dqe0 * rates["ideal"].values, rtol=1e-12)
+    target = detection.DecisionTarget()
+    doses = {}
+    for camera, r in rates.items():
+        r0, r1 = (r.isel(hypothesis=i).values.reshape(-1) for i in (0, 1))  # H0, H1
+        doses[camera] = detection.required_dose(detection.detection_statistics(r0, r1), target)
+    assert doses[preset] == pytest.approx(doses["ideal"] / dqe0, rel=1e-9)

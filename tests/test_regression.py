@@ -5,6 +5,11 @@ redesign) with ``python tests/regression/cases.py tests/regression/reference.npz
 computed in complex64 must agree to 1e-5 of their largest magnitude; two runs of that
 same commit already differed by up to 1.2e-6 (FFTW_MEASURE may pick different plans).
 
+The plan tables were re-recorded on purpose once since: the planner now uses each camera's
+DQE(0) as its Poisson efficiency, so every STEM mode's J fell by exactly 1/(1 + 0.6²) = 0.7353
+with the annular-PMT preset (doses ×1.36) while HRTEM rows stayed within 1e-6 — checked row by
+row before the new reference was written.
+
 Plan tables: doses derived from the rates agree to 1e-4 relative — two runs of the old code
 differed by up to 3.1e-5 in the COF example, for the same reason. The Rose dose thresholds the
 contrast at 10% of its maximum, so it jumps with such tiny rate changes (1.6e-3 between two

@@ -178,15 +178,23 @@ class CameraModel:
         return self.dqe0 * self.mtf(fx, fy) ** 2 / self.nnps(fx, fy)
 
     @property
-    def efficiency(self) -> float:
+    def poisson_efficiency(self) -> float:
         """Poisson-equivalent efficiency for the planner: expected *useful* counts per electron.
 
-        The planner's Poisson model should use ``λ = D·a·η·I`` with ``η = dqe0`` (the
-        zero-frequency DQE): a Poisson process with that mean has the same low-frequency SNR as
-        the detector. Features narrower than a few pixels lose a further ``MTF²/NNPS``
-        (:meth:`dqe`).
+        The planner's Poisson model uses ``λ = D·a·η·I`` with ``η = dqe0`` (the zero-frequency
+        DQE): a Poisson process with that mean has the same low-frequency SNR as the detector.
+        Features narrower than a few pixels lose a further ``MTF²/NNPS`` (:meth:`dqe`).
+
+        >>> round(camera_model("annular-pmt").poisson_efficiency, 4)  # 1 / (1 + 0.6²)
+        0.7353
         """
         return float(self.dqe0)
+
+    @property
+    def efficiency(self) -> float:
+        """Same as :attr:`poisson_efficiency` (models with an ``efficiency`` parameter, such as
+        :class:`AnnularPMT`, use that name for their own parameter instead)."""
+        return self.poisson_efficiency
 
     def parameters(self) -> dict:
         """The model's parameters as a JSON-serializable dict (with its class name)."""
@@ -443,9 +451,7 @@ class AnnularPMT(CameraModel):
     Output is in single-electron pulse units (a detector scan calibrates to these).
     """
 
-    # NOTE: this field shadows CameraModel.efficiency (which would be DQE(0) = 1/(1 + 0.6²) =
-    # 0.735 for the preset), so the planner's Poisson efficiency for "annular-pmt" is 1.0.
-    # Known issue, left as is so that numbers do not change in the naming refactor.
+    # the fraction of electrons that make a pulse; the planner uses poisson_efficiency (DQE(0))
     efficiency: float = 1.0
     pulse_height_cv: float = 0.6
     electronic_noise: float = 0.5

@@ -295,7 +295,7 @@ def _rates_of(study: Study, mode, sims: dict, n_configs: int) -> xr.DataArray:
         per_energy.append(xr.concat(rows, dim="hypothesis"))
     fractions = xr.concat(per_energy, dim="energy", join="outer", fill_value=np.nan)
     area = float(per_energy[0].attrs["channel_area"])
-    efficiency = float(camera_model(mode.camera_name).efficiency)  # preset DQE(0); see docs/planning.md
+    efficiency = camera_model(mode.camera_name).poisson_efficiency  # the preset's DQE(0); docs/planning.md
     rates = (area * efficiency * fractions).transpose("energy", "hypothesis", "configuration", ...)
     return rates.assign_attrs(
         units=RATE_UNITS,
