@@ -106,12 +106,22 @@ def test_heavier_dopant_is_never_harder_to_detect():
     assert doses["Ge"] <= doses["Si"] <= doses["N"]
 
 
-def test_feature_that_changes_nothing_is_reported_undetectable():
+def test_feature_that_changes_nothing_is_reported_undetectable(tmp_path):
+    from ase.io import write
+
+    from temsim.errors import StudyError
+
     atoms = structure.tile(structure.graphene(vacuum=2.0), (5, 3, 1))
+    # a substitution by the same element is refused outright (a key that would change nothing) …
+    with pytest.raises(StudyError, match="replaces an atom of the same element"):
+        Feature("substitution", element="C", host_element="C")
+    # … but an alternative structure identical to the specimen is a legitimate H1 that nothing detects
+    same = tmp_path / "same.traj"
+    write(same, atoms)
     study = Study(
         name="nothing",
         atoms=atoms,
-        feature=Feature("substitution", element="C", host_element="C"),
+        feature=Feature("structure", file=str(same)),
         energies=(80e3,),
         modes=(Mode("HAADF", 50.0, 150.0),),
         semiangle_cutoff=25.0,
