@@ -149,3 +149,23 @@ def test_hybrid_monte_carlo_matches_fully_exact_sampling():
     )
     assert full["exact_channels"] == 3000 and hybrid["exact_channels"] < 3000
     assert hybrid["power"] == pytest.approx(full["power"], abs=4 * math.hypot(full["power_se"], hybrid["power_se"]))
+
+
+def test_rose_uses_the_contrast_magnitude_so_mixed_signs_do_not_cancel():
+    r0 = np.full(8, 100.0)
+    same = r0 + np.array([0, 0, 10, 10, 10, 10, 0, 0])
+    mixed = r0 + np.array([0, 0, 10, -10, 10, -10, 0, 0])
+    rose_same = detection_statistics(r0, same).rose_per_dose
+    rose_mixed = detection_statistics(r0, mixed).rose_per_dose
+    # (Σ|Δ|)² / Σ λ̄ over the 4 changed channels, whatever the signs: 40² / (4·105) and 40² / 400
+    assert rose_same == pytest.approx(40**2 / 420)
+    assert rose_mixed == pytest.approx(40**2 / 400)
+    # summing is never better than the matched filter: Rose SNR² ≤ J (Cauchy–Schwarz)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        stat = detection_statistics(r0, r0 + rng.normal(0, 5, r0.shape))
+        assert stat.rose_per_dose <= stat.j_per_dose * (1 + 1e-12)
+    # Rose asks for the same J* as the likelihood-ratio test: on one channel the doses agree
+    one = detection_statistics(np.array([100.0]), np.array([110.0]))
+    target = DecisionTarget()
+    assert required_dose(one, target, criterion="rose") == pytest.approx(required_dose(one, target))

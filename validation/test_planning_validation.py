@@ -106,6 +106,28 @@ def test_heavier_dopant_is_never_harder_to_detect():
     assert doses["Ge"] <= doses["Si"] <= doses["N"]
 
 
+def test_rose_agrees_with_the_likelihood_ratio_for_single_signed_contrast_and_never_undercuts_it():
+    """HAADF of a heavier dopant (single-signed, compact contrast): Rose within 20 % of the
+    likelihood-ratio dose. Every mode, mixed-sign HRTEM included, follows the documented rule:
+    (Σ_R |Δλ|)² / Σ_R λ̄ = J* over the footprint R (|Δλ| ≥ 10 % of its maximum), recomputed
+    here from the plan's own rates, and never below the likelihood-ratio dose."""
+    study = replace(_dopant_study("Ge"), modes=(Mode("HAADF", 50.0, 150.0), Mode("HRTEM", defocus=-60.0)))
+    result = plan(study, progress=False, monte_carlo_trials=200)
+    haadf = result.row("HAADF", 80e3)
+    ratio = haadf["rose_dose"] / haadf["undamaged_dose"]
+    _record("planning_rose_vs_likelihood.json", {"haadf_ge_rose_over_lr": ratio})
+    assert 0.8 <= ratio <= 1.2
+    for row in result.table:
+        signal = result.signals[(row["mode"], row["energy"])]
+        r0 = np.asarray(signal["rate_h0"], dtype=float).reshape(-1)
+        r1 = np.asarray(signal["rate_h1"], dtype=float).reshape(-1)
+        diff, mean = r1 - r0, 0.5 * (r0 + r1)
+        footprint = np.abs(diff) > 0.1 * np.abs(diff).max()
+        expected = study.target.required_j * mean[footprint].sum() / np.abs(diff[footprint]).sum() ** 2
+        assert row["rose_dose"] == pytest.approx(expected, rel=1e-6), row["mode"]
+        assert row["rose_dose"] >= row["undamaged_dose"] * (1 - 1e-9), row["mode"]
+
+
 def test_feature_that_changes_nothing_is_reported_undetectable(tmp_path):
     from ase.io import write
 
