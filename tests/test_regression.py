@@ -9,6 +9,8 @@ The plan tables were re-recorded on purpose once since: the planner now uses eac
 DQE(0) as its Poisson efficiency, so every STEM mode's J fell by exactly 1/(1 + 0.6²) = 0.7353
 with the annular-PMT preset (doses ×1.36) while HRTEM rows stayed within 1e-6 — checked row by
 row before the new reference was written.
+A second re-recording changed the Rose column alone (now on the contrast magnitude at the
+target's SNR); every other plan field moved by < 1e-7.
 
 Plan tables: doses derived from the rates agree to 1e-4 relative — two runs of the old code
 differed by up to 3.1e-5 in the COF example, for the same reason. The Rose dose thresholds the

@@ -254,7 +254,9 @@ def _summary(result) -> str:
         "detector counts meets the target; no processing of the same data (iDPC, CoM, ptychography) can do "
         "better. The phonon interval is ±2 jackknife standard errors over frozen-phonon configurations. "
         "The Monte-Carlo column checks the exact Poisson error rates at the reported dose (± one standard "
-        "error). Rose is the simpler criterion of an observer who sums the counts over the feature's footprint (|contrast|, so mixed signs do not cancel), at the same SNR the target needs; it never asks for less dose than the likelihood-ratio test. See docs/planning.md.",
+        "error). Rose is the simpler criterion of an observer who sums the counts over the feature's "
+        "footprint (|contrast|, so mixed signs do not cancel), at the same SNR the target needs; it never "
+        "asks for less dose than the likelihood-ratio test. See docs/planning.md.",
         "",
         "Files: `plan.nc` (everything, including the expected counts per channel `rates[<mode>]`), "
         "`detection_power.png`, "
