@@ -617,25 +617,15 @@ def verdicts(limits: xr.Dataset) -> xr.DataArray:
 
 # ----------------------------------------------------------------------------- plan
 #: Columns of :attr:`PlanResult.table` taken from the plan dataset.
-TABLE_FIELDS = (
-    "required_dose",
-    "undamaged_dose",
-    "dose_low",
-    "dose_high",
-    "rose_dose",
-    "bhattacharyya_dose",
-    "budget",
-    "margin",
-    "j_per_dose",
-    "knock_on_probability",
+MONTE_CARLO_FIELDS = (
     "mc_false_alarm",
     "mc_power",
     "mc_probability_of_error",
     "mc_false_alarm_se",
     "mc_power_se",
     "mc_probability_of_error_se",
-    "best_power_within_budget",
 )
+TABLE_FIELDS = tuple(f for f in LIMIT_FIELDS if f != "best_dose") + MONTE_CARLO_FIELDS
 
 
 @dataclass
