@@ -135,13 +135,19 @@ def session(settings):
     if settings is None or settings.scheduler != "local":
         yield settings
         return
+    cluster, threads = _local_cluster(settings)
+    with cluster:
+        yield settings.replace(scheduler=cluster.scheduler_address, workers=None, threads=threads)
+
+
+def _local_cluster(settings):
+    """A LocalCluster for ``scheduler="local"`` (one single-threaded process per worker) and the
+    FFT threads each worker should use."""
     from distributed import LocalCluster
 
     n, threads = local_cluster_layout(settings.workers, settings.threads)
-    with LocalCluster(
-        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
-    ) as cluster:
-        yield settings.replace(scheduler=cluster.scheduler_address, workers=None, threads=threads)
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40)
+    return cluster, threads
 
 
 class _client:
@@ -154,20 +160,17 @@ class _client:
 
     def __enter__(self):
         try:
-            from distributed import Client, LocalCluster
+            from distributed import Client
         except ImportError:  # pragma: no cover - dask is a dependency of the cluster extra
             raise TemsimError(
                 "scheduler= needs dask.distributed: pip install 'temsim[cluster]' (or dask[distributed])"
             ) from None
         settings = self.settings
         if settings.scheduler == "local":
-            n, threads = local_cluster_layout(settings.workers, settings.threads)
-            self.cluster = LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
-            )
+            self.cluster, threads = _local_cluster(settings)
             self.client = Client(self.cluster)
         else:
-            n, threads = None, settings.threads
+            threads = settings.threads
             self.client = Client(settings.scheduler, timeout="30s")
         worker_settings = settings.replace(scheduler=None, workers=None, threads=threads, progress=False)
         return self.client, worker_settings

@@ -176,8 +176,6 @@ def _plain_attrs(attrs: dict) -> dict:
 class MemorySink:
     """Keeps every channel in memory and adds each unit into it (results are float32)."""
 
-    persistent = False
-
     def __init__(self, layout: ScanLayout, accumulate=np.float32):
         self.layout = layout
         n = len(layout.scan)
@@ -204,9 +202,6 @@ class MemorySink:
             da = layout.data_array(name, component, values, attrs)
             variables[da.name] = da
         return xr.Dataset(variables, attrs=attrs)
-
-    def close(self) -> None:
-        self.arrays = {}
 
 
 def atomic_save_npz(path: str, arrays: dict) -> None:
@@ -250,8 +245,6 @@ class StoreSink:
     overwrite : bool
         Allow replacing an existing ``output`` file.
     """
-
-    persistent = True
 
     def __init__(
         self, output, layout: ScanLayout, fingerprint: str, units: list, *, resume: bool = True, overwrite: bool = False
@@ -362,9 +355,6 @@ class StoreSink:
         os.replace(tmp, self.output)
         shutil.rmtree(self.part)
         return xr.open_dataset(self.output, engine="h5netcdf")
-
-    def close(self) -> None:
-        """Nothing to close: every unit is already on disk."""
 
 
 def _create_variables(f, layout: ScanLayout, attrs: dict) -> dict:

@@ -20,28 +20,16 @@ import numpy as np
 import xarray as xr
 
 from temsim._version import __version__
-from temsim.backend import array_namespace, to_numpy
+from temsim.backend import to_numpy
 from temsim.compute import execute
 from temsim.errors import InputError
 from temsim.io import MemorySink, ScanLayout, StoreSink, WorkUnit
 from temsim.memory import BYTES_PER_PROBE_PIXEL, available_memory, estimate_batch_size, require
 from temsim.progress import progress_bar
 from temsim.settings import ExecutionSettings
-from temsim.solvers.engine import MEAN_CONFIGURATION, Engine
+from temsim.solvers.engine import MEAN_CONFIGURATION, Engine, diffraction_intensity
 
 __all__ = ["run_scan", "work_units", "diffraction_intensity", "probe_attrs"]
-
-
-def diffraction_intensity(spectrum, n_pixels: int = 1):
-    """``|spectrum|² / n_pixels`` (float32 for complex64 input).
-
-    With ``n_pixels`` = N, unnormalized FFT spectra become fractions of the beam per pixel;
-    amplitudes already scaled as ``F[ψ]/√N`` need ``n_pixels=1``.
-    """
-    xp = array_namespace(spectrum)
-    real = xp.real(spectrum)
-    imag = xp.imag(spectrum)
-    return (real * real + imag * imag) * (1.0 / n_pixels)
 
 
 def work_units(engine: Engine, n_positions: int, batch_size: int, elastic: bool) -> list[WorkUnit]:

@@ -28,7 +28,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["Engine", "MEAN_CONFIGURATION"]
+from temsim.backend import array_namespace
+
+__all__ = ["Engine", "MEAN_CONFIGURATION", "diffraction_intensity"]
 
 #: ``config_index`` that asks an engine for the configuration-averaged wave ⟨ψ⟩ (engines
 #: whose :attr:`Engine.config_outer` is True and that can form it, such as PRISM).
@@ -99,3 +101,15 @@ class Engine:
 
     def check(self) -> None:
         """Emit accuracy warnings about this set-up (e.g. a probe wrapping around the cell)."""
+
+
+def diffraction_intensity(spectrum, n_pixels: int = 1):
+    """``|spectrum|² / n_pixels`` (float32 for complex64 input).
+
+    With ``n_pixels`` = N, unnormalized FFT spectra become fractions of the beam per pixel;
+    amplitudes already scaled as ``F[ψ]/√N`` need ``n_pixels=1``.
+    """
+    xp = array_namespace(spectrum)
+    real = xp.real(spectrum)
+    imag = xp.imag(spectrum)
+    return (real * real + imag * imag) * (1.0 / n_pixels)

@@ -31,7 +31,7 @@ from temsim.grid import Grid
 from temsim.memory import cache_batch_size
 from temsim.progress import progress_bar
 from temsim.settings import ExecutionSettings, resolve_settings
-from temsim.solvers.engine import Engine
+from temsim.solvers.engine import Engine, diffraction_intensity
 
 __all__ = [
     "transmission_function",
@@ -310,10 +310,6 @@ def _wave_attrs(wave, potential, grid: Grid, dtype: str) -> dict:
     }
 
 
-#: Old private name of :func:`temsim.progress.progress_bar` (kept while callers move).
-_progress = progress_bar
-
-
 class MultisliceEngine(Engine):
     """STEM probes propagated through the specimen slice by slice (the solver-engine protocol).
 
@@ -392,10 +388,7 @@ class MultisliceEngine(Engine):
 
     def intensities(self, config_index: int, positions, defocus: float):
         for t, spectrum in self._spectra(config_index, positions, defocus):
-            xp = self.xp
-            real = xp.real(spectrum)
-            imag = xp.imag(spectrum)
-            yield t, (real * real + imag * imag) * (1.0 / self.n_pixels)
+            yield t, diffraction_intensity(spectrum, self.n_pixels)
 
     def amplitudes(self, config_index: int, positions, defocus: float):
         for t, spectrum in self._spectra(config_index, positions, defocus):

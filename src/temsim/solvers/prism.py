@@ -55,7 +55,7 @@ from temsim.backend import FFTPlan, fft2, is_numpy_namespace
 from temsim.errors import AccuracyWarning, InputError
 from temsim.grid import Grid, is_fft_friendly
 from temsim.memory import available_memory, require
-from temsim.solvers.engine import MEAN_CONFIGURATION, Engine
+from temsim.solvers.engine import MEAN_CONFIGURATION, Engine, diffraction_intensity
 from temsim.solvers.multislice import SliceStack, propagate
 
 __all__ = [
@@ -511,11 +511,8 @@ class PrismEngine(Engine):
         """Diffraction intensities ``(n, *detector_grid.gpts)`` (fractions of the beam), FFT order."""
         xp = self.xp
         waves = xp.asarray(self.windows(config_index, positions, defocus_offset, thickness_index))
-        spectrum = fft2(waves)
-        real = xp.real(spectrum)
-        imag = xp.imag(spectrum)
         # |.|² on the window's own (smaller) grid, then zero-padded: the padding is zeros either way.
-        intensity = (real * real + imag * imag) * (1.0 / (self.window_gpts[0] * self.window_gpts[1]))
+        intensity = diffraction_intensity(fft2(waves), self.window_gpts[0] * self.window_gpts[1])
         return self._pad(xp.astype(intensity, xp.float32 if self.dtype == "complex64" else xp.float64))
 
     def check_window(self) -> float:

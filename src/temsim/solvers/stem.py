@@ -155,8 +155,6 @@ def scan(
     settings = resolve_settings(
         settings, batch_size=batch_size, memory_limit=memory_limit, dtype=dtype, device=device, progress=progress
     )
-    if method not in METHODS:
-        raise InputError(f"method must be 'multislice' or 'prism', got {method!r}")
     grid = probe.resolve_grid(potential.grid)
     positions = GridScan() if scan is None else scan
     resolved = positions.resolve(grid.extent, nyquist_sampling(probe.semiangle_cutoff, probe.energy))
