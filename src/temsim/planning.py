@@ -724,6 +724,17 @@ def _attrs(study: Study, monte_carlo_trials: int, site: dict) -> dict:
     }
 
 
+def study_limits(study: Study, rates: xr.Dataset) -> xr.Dataset:
+    """:func:`evaluate` of ``rates`` under the study's damage budgets, target and dose axis.
+
+    The evaluation step of :func:`plan`, shared with sweeps (:mod:`temsim.sweeps`), which
+    re-evaluate the same rates under other budgets or targets without simulating again.
+    """
+    budgets = {e: damage_budget(e, study.critical_dose, study.knock_on) for e in study.energies}
+    doses = np.logspace(math.log10(study.dose_range[0]), math.log10(study.dose_range[1]), 121)
+    return evaluate(rates, study.target, budgets, doses=doses)
+
+
 def plan(
     study: Study,
     *,
@@ -759,9 +770,7 @@ def plan(
     """
     with compute.session(settings) as shared:  # one local cluster for every simulation of the plan
         rates = simulate(study, settings=shared, progress=progress, checkpoint_dir=checkpoint_dir)
-    budgets = {e: damage_budget(e, study.critical_dose, study.knock_on) for e in study.energies}
-    doses = np.logspace(math.log10(study.dose_range[0]), math.log10(study.dose_range[1]), 121)
-    limits = evaluate(rates, study.target, budgets, doses=doses)
+    limits = study_limits(study, rates)
     checks = monte_carlo_check(rates, limits, study.target, seed=study.seed, trials=monte_carlo_trials)
     notes = monte_carlo_notes(checks, study.target).to_dataset(name="mc_note")
     ds = xr.merge([limits, checks, verdicts(limits).to_dataset(name="verdict"), notes], combine_attrs="drop")
