@@ -1,4 +1,5 @@
-"""Crash safety of ``temsim plan``: SIGKILL at random moments, then rerun; and checkpoint trust.
+"""Crash safety of ``temsim plan`` (a plan and a sweep): SIGKILL at random moments, then rerun; and
+checkpoint trust.
 
 A child process runs ``temsim plan`` on a small study (one energy, two annular modes, two
 frozen-phonon configurations: four simulations) and logs each simulation it saves and the
@@ -60,6 +61,15 @@ window = 2.0
 slice_thickness = 4.0
 """
 SIMULATIONS = 4
+# The same study swept over two convergence angles (new simulations) and two critical doses
+# (the same simulations, re-evaluated): 2 angles × 2 hypotheses × 1 configuration.
+SWEEP = STUDY.replace("num_configs = 2", "num_configs = 1") + (
+    '[sweep]\n"microscope.semiangle_cutoff" = [25.0, 30.0]\n"damage.critical_dose" = [100.0, 1e5]\n'
+)
+RUNS = {
+    "plan": (STUDY, SIMULATIONS, "plan.nc", "report.md"),
+    "sweep": (SWEEP, 4, "sweep.nc", "sweep.md"),
+}
 
 CHILD = textwrap.dedent(
     """
@@ -96,6 +106,21 @@ CHILD = textwrap.dedent(
         return original_figure(*args)
 
     report._figure_power = figure
+    import temsim.sweep_report as sweep_report
+    original_sweep_report = sweep_report.write_sweep_report
+
+    def write_sweep_report(*args, **kwargs):
+        note("report")
+        return original_sweep_report(*args, **kwargs)
+
+    sweep_report.write_sweep_report = write_sweep_report
+    original_sweep_figure = sweep_report._figure
+
+    def sweep_figure(*args):
+        time.sleep(0.3)
+        return original_sweep_figure(*args)
+
+    sweep_report._figure = sweep_figure
     sys.exit(main(["plan", study, "-o", output, "--quiet"]))
     """
 )
@@ -128,10 +153,12 @@ def _numbers(path) -> dict:
         return {name: ds[name].values for name in ds.variables}
 
 
-def test_sigkill_at_random_points_then_rerun_gives_the_uninterrupted_plan(tmp_path):
+@pytest.mark.parametrize("run", list(RUNS))
+def test_sigkill_at_random_points_then_rerun_gives_the_uninterrupted_plan(tmp_path, run):
+    text, simulations, result_file, report_file = RUNS[run]
     cache = tmp_path / "cache"
     study = tmp_path / "study.toml"
-    study.write_text(STUDY, encoding="utf-8")
+    study.write_text(text, encoding="utf-8")
     env = _env(cache)
     # the uninterrupted reference (it also stores the FFTW wisdom both runs then share)
     start = time.monotonic()
@@ -153,7 +180,7 @@ def test_sigkill_at_random_points_then_rerun_gives_the_uninterrupted_plan(tmp_pa
         seen = len(_events(log))
         saved = sum(e.startswith("saved") for e in _events(log))
         # events still to come in this run: each missing simulation, then the report
-        target = seen + int(rng.integers(1, SIMULATIONS - saved + 2))
+        target = seen + int(rng.integers(1, simulations - saved + 2))
         delay = float(rng.uniform(0.0, 0.5))
         child = _child(log, study, output, env)
         deadline = time.monotonic() + 120
@@ -179,16 +206,16 @@ def test_sigkill_at_random_points_then_rerun_gives_the_uninterrupted_plan(tmp_pa
     saved = [e.split()[1] for e in _events(log) if e.startswith("saved")]
     assert len(saved) == len(set(saved)), f"a simulation was saved twice: {saved}"
     files = sorted(os.listdir(output / "checkpoints"))
-    assert len(files) == SIMULATIONS and all(f.endswith(".nc") for f in files), files
+    assert len(files) == simulations and all(f.endswith(".nc") for f in files), files
     assert not (output / ".temsim-plan-in-progress").exists()
-    expected, actual = _numbers(tmp_path / "reference" / "plan.nc"), _numbers(output / "plan.nc")
+    expected, actual = _numbers(tmp_path / "reference" / result_file), _numbers(output / result_file)
     assert expected.keys() == actual.keys()
     for name, value in expected.items():
         if value.dtype.kind in "fc":
             np.testing.assert_array_equal(actual[name], value, err_msg=name)
         else:
             assert actual[name].tolist() == value.tolist(), name
-    assert (output / "report.md").read_text() == (tmp_path / "reference" / "report.md").read_text()
+    assert (output / report_file).read_text() == (tmp_path / "reference" / report_file).read_text()
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ def _plan(args) -> int:
     from temsim.planning import plan, study_fingerprint
     from temsim.report import finish_output, format_table, prepare_output, safe_name, write_report
     from temsim.settings import ExecutionSettings
-    from temsim.study import EXAMPLES, example_study, load_study
+    from temsim.study import EXAMPLES, example_study, load_study, read_study_document
 
     if args.list_examples:
         for name, builder in EXAMPLES.items():
@@ -40,6 +40,8 @@ def _plan(args) -> int:
             scheduler=args.scheduler,
             workers=args.workers,
         )
+        if args.study and "sweep" in read_study_document(args.study):
+            return _sweep(args, settings)
         study = example_study(args.example) if args.example else load_study(args.study)
         # the study name becomes one folder name inside plan-output/, never a path
         output = args.output or os.path.join("plan-output", safe_name(study.name))
@@ -56,6 +58,28 @@ def _plan(args) -> int:
         print(f"temsim plan: error: {err.filename or 'the output'}: {err.strerror or err}", file=sys.stderr)
         return 1
     print(format_table(result))
+    print(f"\nwrote {', '.join(sorted(paths.values()))} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _sweep(args, settings) -> int:
+    """``temsim plan study.toml`` where the study has a [sweep] table: plan every point of the sweep."""
+    from temsim.checkpoints import input_key
+    from temsim.report import finish_output, prepare_output, safe_name
+    from temsim.study import read_study_document
+    from temsim.sweep_report import SWEEP_FILES, format_sweep_table, write_sweep_report
+    from temsim.sweeps import sweep, sweep_from_document
+
+    data = read_study_document(args.study)
+    spec = sweep_from_document(data, base=os.path.dirname(os.path.abspath(args.study)))
+    output = args.output or os.path.join("plan-output", safe_name(str(data.get("name", "study"))))
+    fingerprint = input_key({"document": data, "kind": "sweep"})
+    output = prepare_output(output, fingerprint, overwrite=args.overwrite, files=SWEEP_FILES)
+    start = time.perf_counter()
+    result = sweep(spec, settings=settings, checkpoint_dir=os.path.join(output, "checkpoints"))
+    paths = write_sweep_report(result, output, overwrite=True)
+    finish_output(output)
+    print(format_sweep_table(result))
     print(f"\nwrote {', '.join(sorted(paths.values()))} in {time.perf_counter() - start:.1f} s")
     return 0
 

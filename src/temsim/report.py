@@ -60,12 +60,13 @@ def _os_error(err: OSError, path: str, doing: str) -> OutputError:
     return OutputError(f"cannot {doing} {where}: {err.strerror or err}")
 
 
-def prepare_output(directory, fingerprint: str, overwrite: bool = False) -> str:
+def prepare_output(directory, fingerprint: str, overwrite: bool = False, files=REPORT_FILES) -> str:
     """Resolve, create and claim the output folder before any simulation; returns its absolute path.
 
     Raises :class:`OutputError` (naming the path) for a folder that is a file or cannot be
     created or written, and :class:`ReportExistsError` when report files exist, unless
     ``overwrite`` or they were left by a killed run of the same study (same ``fingerprint``).
+    ``files`` names the report files of the run (a plan's by default; a sweep's differ).
     """
     path = os.path.abspath(os.fspath(directory))
     if os.path.exists(path) and not os.path.isdir(path):
@@ -81,7 +82,7 @@ def prepare_output(directory, fingerprint: str, overwrite: bool = False) -> str:
     if os.path.isfile(marker):
         with open(marker, encoding="utf-8", errors="replace") as f:
             resuming = f.read().strip() == fingerprint
-    existing = [os.path.join(path, n) for n in REPORT_FILES if os.path.exists(os.path.join(path, n))]
+    existing = [os.path.join(path, n) for n in files if os.path.exists(os.path.join(path, n))]
     if existing and not (overwrite or resuming):
         raise ReportExistsError(
             f"{', '.join(existing)} exist; pass --overwrite (overwrite=True) to replace them "

@@ -723,6 +723,11 @@ def _simulation(simulation: dict) -> dict:
 def study_from_dict(data: dict, base: str = ".") -> Study:
     """A :class:`Study` from a parsed TOML document (see docs/planning.md for the keys)."""
     data = copy.deepcopy(data)
+    if "sweep" in data:
+        raise StudyError(
+            "this study has a [sweep] table: run it with `temsim plan` (which runs sweeps) or "
+            "temsim.sweeps.sweep(...), or remove the table to plan one point"
+        )
     _check_keys(data, _SCHEMA)
     for required in ("specimen", "feature", "modes"):
         if required not in data:
@@ -748,6 +753,12 @@ def study_from_dict(data: dict, base: str = ".") -> Study:
 
 def load_study(path) -> Study:
     """Read a study from a TOML file (keys validated; errors name the offending key)."""
+    data = read_study_document(path)
+    return study_from_dict(data, base=os.path.dirname(os.path.abspath(os.fspath(path))))
+
+
+def read_study_document(path) -> dict:
+    """The parsed TOML document of a study file (unreadable or invalid files give a StudyError)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -764,4 +775,4 @@ def load_study(path) -> Study:
         raise StudyError(f"cannot read study file {path}: {err.strerror or err}") from None
     except tomllib.TOMLDecodeError as err:
         raise StudyError(f"{path} is not valid TOML: {err}") from None
-    return study_from_dict(data, base=os.path.dirname(os.path.abspath(path)))
+    return data
