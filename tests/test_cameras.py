@@ -1,6 +1,8 @@
 """Camera models (temsim.cameras): the public sample() checks, the names and the deprecated aliases."""
 
+import json
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import xarray as xr
 
 import temsim
 import temsim.noise as tn
+from temsim.camera_data import STATUSES, camera_table, characterised_range
 from temsim.cameras import (
     CAMERA_PRESETS,
     AnnularPMT,
@@ -104,27 +107,39 @@ def test_damage_function_no_longer_shadows_its_module():
     assert temsim.critical_dose is bd.critical_dose and temsim.knock_on is bd.knock_on
 
 
+def _mid_energy(preset):
+    """An energy inside the preset's characterised range (80 kV for energy-independent presets)."""
+    span = characterised_range(preset)
+    return 80e3 if span is None else 0.5 * (span[0] + span[1])
+
+
+def _mode(camera, kind="annular", **extra):
+    return SimpleNamespace(
+        label="mode", name="HRTEM" if kind == "image" else "HAADF", kind=kind, camera_name=camera, **extra
+    )
+
+
+def _sims(fractions: dict, energies, area, dims="channel", coords=None):
+    return {
+        (e, h, 0): {"mode": xr.DataArray(v, dims=dims, coords=coords, attrs={"channel_area": area})}
+        for e in energies
+        for h, v in fractions.items()
+    }
+
+
 @pytest.mark.parametrize("preset", sorted(CAMERA_PRESETS))
 def test_every_preset_reaches_the_planner_and_the_dose_scales_as_one_over_dqe0(preset):
-    """The planner's rates carry the preset's DQE(0), so its required dose scales as 1/DQE(0)."""
-    from types import SimpleNamespace
-
-    import xarray as xr
-
+    """The planner's rates carry the preset's DQE(0) at the beam energy, so its required dose
+    scales as 1/DQE(0) (high counts: the same study with the ideal camera as reference)."""
     from temsim import detection
     from temsim.planning import _rates_of
 
+    energy = _mid_energy(preset)
     fractions = {"H0": np.full(6, 0.02), "H1": np.array([0.02, 0.02, 0.026, 0.02, 0.02, 0.02])}
-    sims = {
-        (80e3, h, 0): {"mode": xr.DataArray(v, dims="channel", attrs={"channel_area": 0.09})}
-        for h, v in fractions.items()
-    }
-    study = SimpleNamespace(energies=(80e3,))
-    rates = {}
-    for camera in ("ideal", preset):
-        mode = SimpleNamespace(label="mode", name="HAADF", kind="annular", camera_name=camera)
-        rates[camera] = _rates_of(study, mode, sims, 1)
-    dqe0 = camera_model(preset).dqe0
+    sims = _sims(fractions, (energy,), 0.09)
+    study = SimpleNamespace(energies=(energy,))
+    rates = {camera: _rates_of(study, _mode(camera), sims, 1) for camera in ("ideal", preset)}
+    dqe0 = camera_model(preset, energy=energy).dqe0
     assert rates[preset].attrs["efficiency"] == pytest.approx(dqe0)
     np.testing.assert_allclose(rates[preset].values, dqe0 * rates["ideal"].values, rtol=1e-12)
     target = detection.DecisionTarget()
@@ -133,3 +148,151 @@ def test_every_preset_reaches_the_planner_and_the_dose_scales_as_one_over_dqe0(p
         r0, r1 = (r.isel(hypothesis=i).values.reshape(-1) for i in (0, 1))  # H0, H1
         doses[camera] = detection.required_dose(detection.detection_statistics(r0, r1), target)
     assert doses[preset] == pytest.approx(doses["ideal"] / dqe0, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- the data table
+def test_every_camera_number_has_unit_status_and_source():
+    """Each number in cameras.toml has a unit, a status and a source; measured and fitted numbers
+    cite a DOI and the place in it; every numeric field of every preset's model is in the table."""
+    table = camera_table()
+    assert set(table) == set(CAMERA_PRESETS)
+    for name, entry in table.items():
+        assert entry["summary"]
+        for key, number in entry["parameters"].items():
+            assert number["status"] in STATUSES and number["unit"] and number["source"], (name, key)
+            if number["status"] in ("measured", "fitted"):
+                assert number["doi"].startswith("10.") and number["where"], (name, key)
+        model = camera_model(name)
+        numeric = {
+            k
+            for k, v in model.parameters().items()
+            if (isinstance(v, (int, float)) or v is None) and k not in ("reference_energy", "model")
+        }
+        assert numeric <= set(entry["parameters"]), name  # no number outside the table
+        statuses = {row[0]: row[3] for row in model.provenance}
+        assert set(statuses) == set(entry["parameters"])
+
+
+def test_presets_resolve_by_beam_energy_interpolate_or_refuse():
+    """Between characterised energies the numbers are linear in energy; outside, refused unless
+    extrapolation is asked for (then marked); user values need no extrapolation."""
+    v = camera_table()["timepix4"]["parameters"]["mtf_f1"]["values"]
+    at100, at200 = camera_model("timepix4", energy=100e3), camera_model("timepix4", energy=200e3)
+    assert (at100.mtf_f1, at200.mtf_f1) == (v[0], v[1])
+    for t in (0.25, 0.5, 0.9):
+        e = 100e3 + t * 100e3
+        assert camera_model("timepix4", energy=e).mtf_f1 == pytest.approx(v[0] + t * (v[1] - v[0]), rel=1e-12)
+    # the energy changes the preset's DQE(f) at Nyquist
+    assert at100.dqe(0.5) > 10 * at200.dqe(0.5)
+    for energy in (80e3, 300e3):
+        with pytest.raises(InputError, match=r"characterised from 100 to 200 keV.*allow_extrapolation=True"):
+            camera_model("timepix4", energy=energy)
+    with pytest.raises(InputError, match="from 60 to 300 keV"):
+        camera_model("counting-ded", energy=20e3)
+    extrapolated = camera_model("timepix4", energy=300e3, allow_extrapolation=True)
+    assert extrapolated.mtf_f1 == at200.mtf_f1
+    assert {r[0]: r[3] for r in extrapolated.provenance}["mtf_f1"] == "fitted, extrapolated"
+    own = camera_model("timepix4", energy=300e3, dqe0=0.85, mtf_f1=0.02)
+    assert {r[0]: r[3] for r in own.provenance}["dqe0"] == "override" and own.dqe0 == 0.85
+    # statuses: interpolation keeps the weaker of the two ends
+    assert {r[0]: r[3] for r in camera_model("timepix4", energy=150e3).provenance}["dqe0"] == "measured"
+
+
+def test_the_planner_resolves_the_camera_at_each_beam_energy():
+    """Same fractions at two energies: the image statistics use each energy's camera (or refuse)."""
+    from temsim.planning import _rates_of
+
+    n = 16
+    x = np.arange(n) * 0.1
+    fringe = 1.0 + 0.01 * np.cos(2 * np.pi * 0.25 * np.arange(n))[:, None] * np.ones(n)[None, :]
+    sims = _sims({"H0": np.ones((n, n)), "H1": fringe}, (100e3, 200e3), 0.01, ("x", "y"), {"x": x, "y": x})
+    rates = _rates_of(SimpleNamespace(energies=(100e3, 200e3)), _mode("timepix4", "image"), sims, 1)
+    contrast = (rates.isel(hypothesis=1) - rates.isel(hypothesis=0)).isel(configuration=0)
+    amplitude = np.abs(contrast).max(("x", "y")).values / (0.01 * 0.01 * 0.9)
+    for energy, a in zip((100e3, 200e3), amplitude):
+        model = camera_model("timepix4", energy=energy)
+        assert a == pytest.approx(np.sqrt(model.dqe(0.25) / model.dqe0), rel=1e-6)
+    provenance = json.loads(rates.attrs["camera_provenance"])
+    assert set(provenance) == {"100000", "200000"}
+    with pytest.raises(InputError, match="100 to 200 keV"):
+        _rates_of(
+            SimpleNamespace(energies=(80e3,)),
+            _mode("timepix4", "image"),
+            _sims({"H0": 1.0, "H1": 1.0}, (80e3,), 1.0, ()),
+            1,
+        )
+
+
+# --------------------------------------------------------------------------- DQE(f) in HRTEM
+def _fringe_rates(camera, k=0.375, n=32, eps=0.01, pixel_size=None, sampling=0.1):
+    """Planner rates of a weak fringe cos(2π k x) (k in cycles per simulated pixel) on a flat image."""
+    from temsim.planning import _rates_of
+
+    x = np.arange(n) * sampling
+    fringe = 1.0 + eps * np.cos(2 * np.pi * k * np.arange(n))[:, None] * np.ones(n)[None, :]
+    sims = _sims({"H0": np.ones((n, n)), "H1": fringe}, (80e3,), sampling**2, ("x", "y"), {"x": x, "y": x})
+    mode = _mode(camera, "image", pixel_size=pixel_size)
+    return _rates_of(SimpleNamespace(energies=(80e3,)), mode, sims, 1).isel(energy=0, configuration=0)
+
+
+def _j(rates):
+    from temsim import detection
+
+    return detection.detection_statistics(rates.isel(hypothesis=0).values, rates.isel(hypothesis=1).values).j_per_dose
+
+
+@pytest.mark.parametrize("camera", ["ideal", "annular-pmt"])
+def test_a_frequency_independent_dqe_leaves_the_pixel_wise_statistics_unchanged(camera):
+    """DQE(f) = const: the image rates are exactly the old a·η·I, H1 included."""
+    rates = _fringe_rates(camera)
+    eta = camera_model(camera, energy=80e3).dqe0
+    fractions = np.stack(
+        [np.ones((32, 32)), 1 + 0.01 * np.cos(2 * np.pi * 0.375 * np.arange(32))[:, None] * np.ones(32)]
+    )
+    np.testing.assert_array_equal(rates.values, 0.1**2 * eta * fractions)
+
+
+def test_a_fine_camera_pixel_recovers_the_dqe0_limit():
+    """A camera pixel much smaller than the fringe period sees DQE(f) ≈ DQE(0): the old numbers."""
+    eta = camera_model("counting-ded", energy=80e3).dqe0
+    ideal = _j(_fringe_rates("ideal"))
+    assert _j(_fringe_rates("counting-ded", pixel_size=1e-4)) == pytest.approx(eta * ideal, rel=1e-6)
+
+
+@pytest.mark.parametrize("camera", ["counting-ded", "ccd", "timepix4"])
+def test_fringe_information_is_dqe_of_f_times_the_ideal_one(camera):
+    """Analytic single-frequency fringe: J per unit dose = DQE(k)·N·c·ε²/2 (Σ_f DQE(f)|ΔS(f)|²/S̄)."""
+    energy = 150e3 if camera == "timepix4" else 80e3
+    model = camera_model(camera, energy=energy)
+    from temsim.planning import _rates_of
+
+    n, eps, c, k = 32, 0.01, 0.01, 0.375
+    x = np.arange(n) * 0.1
+    fringe = 1.0 + eps * np.cos(2 * np.pi * k * np.arange(n))[:, None] * np.ones(n)[None, :]
+    sims = _sims({"H0": np.ones((n, n)), "H1": fringe}, (energy,), c, ("x", "y"), {"x": x, "y": x})
+    rates = _rates_of(SimpleNamespace(energies=(energy,)), _mode(camera, "image"), sims, 1)
+    j = _j(rates.isel(energy=0, configuration=0))
+    analytic = float(model.dqe(k, 0.0)) * n * n * c * eps**2 / 2
+    assert j == pytest.approx(analytic, rel=2 * eps)  # the LR's mean (r0 + r1)/2 differs at O(ε)
+    # the frequency-blind statistics would be too optimistic by 1/(MTF²/NNPS)
+    assert model.dqe0 * n * n * c * eps**2 / 2 > 1.2 * analytic
+
+
+@pytest.mark.parametrize("camera", ["counting-ded", "ccd"])
+def test_whitened_statistics_match_a_monte_carlo_of_the_camera(camera):
+    """Independent check: draw recorded images of the fringe with the camera model itself and
+    measure the matched filter's SNR²; it equals dose × J of the whitened pixel-wise statistics."""
+    n, eps, k, per_pixel = 32, 0.01, 0.375, 1e4
+    model = camera_model(camera, energy=80e3)
+    fringe = np.cos(2 * np.pi * k * np.arange(n))[:, None] * np.ones(n)[None, :]
+    rng = np.random.default_rng(7)
+    draws = 600
+    t = {}
+    for h, image in (("H0", np.full((n, n), per_pixel)), ("H1", per_pixel * (1 + eps * fringe))):
+        expected = np.broadcast_to(image, (draws, n, n))
+        t[h] = np.tensordot(np.asarray(model.sample(expected, rng), float), fringe, axes=([1, 2], [0, 1]))
+    snr2 = (t["H1"].mean() - t["H0"].mean()) ** 2 / t["H0"].var(ddof=1)
+    rates = _fringe_rates(camera, k=k, eps=eps, sampling=0.1)
+    dose = per_pixel / 0.01  # e/Å² for per_pixel electrons in a 0.1 Å pixel
+    assert snr2 == pytest.approx(dose * _j(rates), rel=0.2)
+    assert not snr2 == pytest.approx(dose * model.dqe0 * _j(_fringe_rates("ideal", k=k, eps=eps)), rel=0.2)

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from temsim.backend import array_namespace, fft2, ifft2, is_numpy_namespace, to_numpy
+from temsim.camera_data import CameraNumber, camera_table, characterised_range, resolve_preset
 from temsim.checks import as_number
 from temsim.errors import AccuracyWarning, InputError
 
@@ -54,6 +55,8 @@ __all__ = [
     "CAMERA_PRESETS",
     "camera_model",
     "frequency_grid",
+    "dqe_whitening",
+    "whiten_contrast",
     "SIGNAL_KINDS",
 ]
 
@@ -198,7 +201,11 @@ class CameraModel:
 
     def parameters(self) -> dict:
         """The model's parameters as a JSON-serializable dict (with its class name)."""
-        d = {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(self).items()}
+        d = {
+            k: (None if isinstance(v, float) and math.isinf(v) else v)
+            for k, v in asdict(self).items()
+            if k != "provenance"
+        }
         d["model"] = type(self).__name__
         return d
 
@@ -215,6 +222,7 @@ class IdealCounting(CameraModel):
     name: str = "ideal"
     source: str = "definition"
     signals: tuple[str, ...] = field(default=SIGNAL_KINDS, repr=False)
+    provenance: tuple = field(default=(), repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "dqe0", _check_fraction("dqe0 (DQE at zero frequency)", self.dqe0))
@@ -242,7 +250,7 @@ class CountingCamera(CameraModel):
     coincidence_area : float
         Area (pixels) within which two electrons in one readout frame merge into one event.
     reference_energy : float
-        Beam energy (eV) at which the preset's numbers were measured.
+        Beam energy (eV) the numbers describe (set by :func:`camera_model` from ``energy``).
     """
 
     dqe0: float = 0.8
@@ -255,6 +263,7 @@ class CountingCamera(CameraModel):
     name: str = "counting-ded"
     source: str = ""
     signals: tuple[str, ...] = field(default=_CAMERA_SIGNALS, repr=False)
+    provenance: tuple = field(default=(), repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "dqe0", _check_fraction("dqe0 (DQE at zero frequency)", self.dqe0))
@@ -343,6 +352,7 @@ class IntegratingCamera(CameraModel):
     name: str = "ccd"
     source: str = ""
     signals: tuple[str, ...] = field(default=_CAMERA_SIGNALS, repr=False)
+    provenance: tuple = field(default=(), repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "dqe0", _check_fraction("dqe0 (DQE at zero frequency)", self.dqe0))
@@ -404,6 +414,7 @@ class HybridPixel(CameraModel):
     name: str = "hybrid-pixel"
     source: str = ""
     signals: tuple[str, ...] = field(default=("diffraction", "4dstem"), repr=False)
+    provenance: tuple = field(default=(), repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "dqe0", _check_fraction("dqe0 (DQE at zero frequency)", self.dqe0))
@@ -459,6 +470,7 @@ class AnnularPMT(CameraModel):
     name: str = "annular-pmt"
     source: str = ""
     signals: tuple[str, ...] = field(default=("stem",), repr=False)
+    provenance: tuple = field(default=(), repr=False, compare=False)
 
     def __post_init__(self):
         _check_fraction("efficiency", self.efficiency)
@@ -505,110 +517,134 @@ class AnnularPMT(CameraModel):
 
 
 # --------------------------------------------------------------------------- presets
-#: Named presets: (class, parameters). Sources and caveats are tabulated in
-#: docs/dose-detectors-damage.md.
-CAMERA_PRESETS: dict[str, tuple[type, dict]] = {
-    "ideal": (IdealCounting, dict(dqe0=1.0, source="definition")),
-    "counting-ded": (
-        CountingCamera,
-        dict(
-            dqe0=0.8,
-            mtf_weight=1.0,
-            mtf_f1=1.2,
-            mtf_f2=math.inf,
-            frame_rate=400.0,
-            coincidence_area=1.0,
-            reference_energy=300e3,
-            source="representative counting DED at 300 keV (K2-class): DQE(0)≈0.8, 400 frames/s; "
-            "McMullan et al. 2014 doi:10.1016/j.ultramic.2014.08.002; Li et al. 2013 "
-            "doi:10.1038/nmeth.2472",
-        ),
-    ),
-    "ccd": (
-        IntegratingCamera,
-        dict(
-            dqe0=0.5,
-            gain=10.0,
-            read_noise=5.0,
-            mtf_weight=0.7,
-            mtf_f1=0.1,
-            mtf_f2=1.0,
-            white_noise_fraction=0.3,
-            reference_energy=300e3,
-            source="representative scintillator-coupled CCD: McMullan et al. 2009 "
-            "doi:10.1016/j.ultramic.2009.04.002; Meyer & Kirkland 2000 "
-            "doi:10.1002/(SICI)1097-0029(20000515)49:3<269::AID-JEMT5>3.0.CO;2-B",
-        ),
-    ),
-    "hybrid-pixel": (
-        HybridPixel,
-        dict(
-            dqe0=0.95,
-            mtf_weight=1.0,
-            mtf_f1=3.0,
-            mtf_f2=math.inf,
-            max_counts=1e6,
-            reference_energy=200e3,
-            source="EMPAD-class hybrid pixel array (dynamic range 1 to 1e6 e per pixel per frame): "
-            "Tate et al. 2016 doi:10.1017/S1431927615015664",
-        ),
-    ),
-    "annular-pmt": (
-        AnnularPMT,
-        dict(
-            efficiency=1.0,
-            pulse_height_cv=0.6,
-            electronic_noise=0.5,
-            afterglow=0.0,
-            source="scintillator/PMT ADF detector, single-electron pulse heights: Sang & LeBeau 2016 "
-            "doi:10.1016/j.ultramic.2015.11.008",
-        ),
-    ),
+_MODEL_CLASSES = {
+    cls.__name__: cls for cls in (IdealCounting, CountingCamera, IntegratingCamera, HybridPixel, AnnularPMT)
 }
 
 
-def camera_model(name: str = "ideal", energy: float | None = None, **overrides):
-    """A camera model (detector response) from a named preset, with optional parameter overrides.
+def _presets() -> dict[str, tuple[type, dict]]:
+    out = {}
+    for name, entry in camera_table().items():
+        model, params, _ = resolve_preset(name)
+        out[name] = (_MODEL_CLASSES[model], dict(params, source=entry["summary"]))
+    return out
+
+
+#: Named presets: ``(class, parameters)`` at each preset's highest characterised energy, from
+#: the camera table ``temsim/data/cameras.toml`` (values, units, sources and statuses there;
+#: :func:`temsim.camera_data.resolve_preset` resolves them at other energies).
+CAMERA_PRESETS: dict[str, tuple[type, dict]] = _presets()
+
+
+def _override_rows(overrides: dict) -> tuple:
+    return tuple(
+        CameraNumber(k, v, "", "override", "given by the user", "user", "", "").row()
+        for k, v in overrides.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    )
+
+
+def camera_model(name: str = "ideal", energy: float | None = None, *, allow_extrapolation: bool = False, **overrides):
+    """A camera model (detector response) from a named preset at a beam energy, with overrides.
 
     Parameters
     ----------
-    name : {"ideal", "counting-ded", "ccd", "hybrid-pixel", "annular-pmt"}
-        Preset name (parameters and sources in ``CAMERA_PRESETS`` and the docs).
+    name : str
+        Preset name, a key of :data:`CAMERA_PRESETS` (``"ideal"``, ``"counting-ded"``, ``"ccd"``,
+        ``"hybrid-pixel"``, ``"timepix4"``, ``"annular-pmt"``): numbers, units, statuses and
+        sources in ``temsim/data/cameras.toml`` and docs/dose-detectors-damage.md.
     energy : float, optional
-        Beam energy (eV) the camera will be used at. Presets are characterized at
-        ``reference_energy``; DQE depends on energy, so a difference of more than 50 % warns
-        (:class:`~temsim.errors.AccuracyWarning`).
+        Beam energy (eV) the camera is used at. Between characterised energies the numbers are
+        interpolated linearly in energy; outside the characterised range the preset is refused
+        (:class:`~temsim.errors.InputError`, naming the range). ``None``: the preset at its
+        highest characterised energy.
+    allow_extrapolation : bool
+        Outside the characterised range, use the nearest characterised energy's numbers,
+        marked ``extrapolated`` in the model's ``provenance`` (and the plan report).
     **overrides
-        Any field of the model (e.g. ``dqe0=0.7``), validated like the preset itself.
+        Any field of the model (e.g. ``dqe0=0.7``), validated like the preset itself; an
+        override replaces the table's number (status ``override``) and needs no energy.
 
     Examples
     --------
     >>> camera_model("counting-ded", dqe0=0.7).dqe0
     0.7
+    >>> round(camera_model("timepix4", energy=150e3).mtf_f1, 4)  # halfway between 100 and 200 keV
+    0.1662
     """
     if isinstance(name, CameraModel):
         return replace(name, **overrides) if overrides else name
     key = str(name).lower()
     if key not in CAMERA_PRESETS:
         raise InputError(f"unknown camera preset {name!r}; valid presets: {', '.join(CAMERA_PRESETS)}")
-    cls, params = CAMERA_PRESETS[key]
-    params = dict(params, name=key)
-    valid = {f for f in cls.__dataclass_fields__ if f != "signals"}
+    cls = CAMERA_PRESETS[key][0]
+    valid = {f for f in cls.__dataclass_fields__ if f not in ("signals", "provenance")}
     bad = sorted(set(overrides) - valid)
     if bad:
         raise InputError(f"{cls.__name__} has no parameter(s) {bad}; valid: {sorted(valid)}")
-    params.update(overrides)
-    model = cls(**params)
     if energy is not None:
         from temsim.constants import check_energy
 
-        e = check_energy(energy)
-        ref = getattr(model, "reference_energy", None)
-        if ref is not None and abs(e / ref - 1) > 0.5:
-            warnings.warn(
-                f"preset {key!r} is characterized at {ref / 1e3:g} keV but used at {e / 1e3:g} keV; "
-                "its DQE/MTF change with energy: pass measured values as overrides (dqe0=..., mtf_f1=...)",
-                AccuracyWarning,
-                stacklevel=2,
-            )
-    return model
+        energy = check_energy(energy)
+    _, params, numbers = resolve_preset(key, energy, allow_extrapolation=allow_extrapolation, overridden=overrides)
+    params = dict(params, name=key, source=CAMERA_PRESETS[key][1]["source"])
+    if "reference_energy" in valid:
+        span = characterised_range(key)
+        params["reference_energy"] = float(energy) if energy is not None else (span[1] if span else 300e3)
+    params.update(overrides)
+    provenance = tuple(n.row() for n in numbers) + _override_rows(overrides)
+    return cls(**params, provenance=provenance)
+
+
+# --------------------------------------------------------------------------- image statistics
+def dqe_whitening(model: CameraModel, shape: tuple[int, int], sampling, pixel_size=None) -> np.ndarray:
+    """``√(DQE(f)/DQE(0))`` on the FFT grid of a simulated image (zero beyond the camera's Nyquist).
+
+    Parameters
+    ----------
+    model : CameraModel
+        The camera (its :meth:`~CameraModel.dqe` at high dose).
+    shape : (int, int)
+        Simulated image pixels ``(nx, ny)``.
+    sampling : (float, float)
+        Simulated pixel size (Å) along x and y.
+    pixel_size : float or (float, float), optional
+        The camera's pixel size referred to the specimen (Å); default: ``sampling`` (one
+        simulated pixel per camera pixel). A frequency ``k`` (1/Å) is ``k·pixel_size`` cycles
+        per camera pixel; contrast beyond the camera's Nyquist frequency (0.5 cycles/pixel) is
+        not recorded (factor 0).
+
+    Notes
+    -----
+    A camera with zero-frequency DQE ``η`` and ``DQE(f)`` records a weak contrast ``ΔN(f)`` on a
+    background of ``N̄`` electrons per pixel with the Fisher information ``Σ_f DQE(f)|ΔN(f)|²/N̄``
+    (the noise-equivalent quanta per frequency are ``N̄·DQE(f)``). A Poisson process with mean
+    ``η·N̄`` and contrast ``η·W(f)ΔN(f)``, ``W = √(DQE(f)/η)``, has the same information, pixel by
+    pixel: so the planner filters each image's contrast by ``W`` and keeps the pixel-wise Poisson
+    likelihood ratio with efficiency ``η``. docs/dose-detectors-damage.md derives it.
+    """
+    nx, ny = (int(n) for n in shape)
+    sx, sy = (float(v) for v in np.broadcast_to(np.asarray(sampling, float), (2,)))
+    px, py = (
+        float(v) for v in np.broadcast_to(np.asarray(sampling if pixel_size is None else pixel_size, float), (2,))
+    )
+    if not (px > 0 and py > 0):
+        raise InputError(f"pixel_size must be > 0 Å, got {pixel_size!r}")
+    fx = np.fft.fftfreq(nx, d=sx)[:, None] * px
+    fy = np.fft.fftfreq(ny, d=sy)[None, :] * py
+    ratio = np.broadcast_to(np.asarray(model.dqe(fx, fy), float) / float(model.dqe0), (nx, ny))
+    recorded = (np.abs(fx) <= 0.5 + 1e-12) & (np.abs(fy) <= 0.5 + 1e-12)
+    return np.sqrt(np.clip(np.where(recorded, ratio, 0.0), 0.0, None))
+
+
+def whiten_contrast(rate0: np.ndarray, rate1: np.ndarray, whitening: np.ndarray) -> np.ndarray:
+    """``r⁰ + F⁻¹[W · F(r¹ − r⁰)]`` over the last two axes, clipped at 0 (see :func:`dqe_whitening`).
+
+    With ``W = 1`` (a camera whose DQE does not depend on frequency) it returns ``rate1``.
+    """
+    r0 = np.asarray(rate0, float)
+    r1 = np.asarray(rate1, float)
+    if np.all(whitening == 1.0):
+        return r1.copy()
+    diff = np.fft.ifft2(np.fft.fft2(r1 - r0, axes=(-2, -1)) * whitening, axes=(-2, -1)).real
+    return np.clip(r0 + diff, 0.0, None)

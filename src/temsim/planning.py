@@ -31,13 +31,15 @@ import numpy as np
 import xarray as xr
 
 import temsim
-from temsim import compute, detection
-from temsim.cameras import camera_model
+from temsim import compute, damage_channels, detection
+from temsim.cameras import camera_model, dqe_whitening, whiten_contrast
 from temsim.checkpoints import input_key, load_checkpoint, save_checkpoint, study_fingerprint
 from temsim.imaging import hrtem_image
 from temsim.memory import available_memory, require
+from temsim.microscopes import source_blur
 from temsim.modes import KINDS
 from temsim.plan_checks import _channel_rates, monte_carlo_check, monte_carlo_notes
+from temsim.plan_file import table_from_file, table_rows
 from temsim.positions import GridScan
 from temsim.potentials import Potential
 from temsim.progress import progress_bar
@@ -58,6 +60,9 @@ __all__ = [
     "DamageBudget",
     "check_study",
     "study_fingerprint",
+    "table_from_file",
+    "simulation_grid",
+    "grid_description",
     "monte_carlo_notes",
     "simulate_rates",
     "HYPOTHESES",
@@ -105,6 +110,65 @@ def _stem_detectors(study: Study, grid, energy):
     return {m.label: KINDS[m.kind].detector(m, *m.angles(alpha), band_limit) for m in _stem_modes(study)}
 
 
+def _probe(study: Study, energy: float) -> Probe:
+    """The study's STEM probe at ``energy``: aperture, edge, aberrations and focal spread."""
+    return Probe(
+        energy=energy,
+        semiangle_cutoff=study.semiangle_cutoff,
+        aberrations=study.aberrations,
+        aperture_edge=study.aperture_edge,
+        focal_spread=study.focal_spread_at(energy),
+    )
+
+
+def simulation_grid(study: Study, atoms=None):
+    """The grid (:class:`temsim.grid.Grid`) the study's simulations use: ``sampling`` rounded to
+    FFT-friendly point counts (never coarser), or ``gpts`` as given."""
+    atoms = study.hypotheses()[0] if atoms is None else atoms
+    return Potential(atoms, **study.grid_keys(), slice_thickness=study.slice_thickness).grid
+
+
+def grid_description(study: Study, grid) -> str:
+    """The grid used, in words: points, Å per pixel, and how far a requested sampling was rounded."""
+    (nx, ny), (dx, dy) = grid.gpts, grid.sampling
+    text = f"{nx}×{ny} points, {dx:.4g}×{dy:.4g} Å/pixel"
+    if study.gpts is not None:
+        return text + " (gpts as given)"
+    rounded = [100 * (d / study.sampling - 1) for d in (dx, dy)]
+    if max(abs(r) for r in rounded) < 0.05:
+        return text + f" (the requested {study.sampling:g} Å)"
+    by = f"{rounded[0]:+.1f}%/{rounded[1]:+.1f}%"
+    return text + f" (requested {study.sampling:g} Å, rounded to FFT-friendly point counts by {by})"
+
+
+def optics_description(study: Study) -> str:
+    """The optics the simulations used, in words (preset, Cs, focal spread, source, aperture edge)."""
+    parts = [f"preset {study.microscope} (representative values)"] if study.microscope else []
+    parts.append(f"Cs = {study.aberrations.C30 * 1e-7:.4g} mm")
+    spreads = [study.focal_spread_at(e) for e in study.energies]
+    if any(spreads):
+        at = ", ".join(f"{f:.3g} Å at {e / 1e3:g} kV" for f, e in zip(spreads, study.energies))
+        origin = (
+            f" (ΔE = {study.energy_spread:g} eV FWHM, Cc = {study.chromatic_aberration * 1e-7:.3g} mm)"
+            if study.energy_spread > 0
+            else ""
+        )
+        parts.append(f"focal spread σ = {at}{origin}")
+    else:
+        parts.append("no focal spread")
+    parts.append(
+        f"source size {study.source_size:g} Å FWHM (STEM signals blurred over probe positions)"
+        if study.source_size > 0
+        else "point source"
+    )
+    parts.append(
+        f"aperture edge {study.aperture_edge:g} mrad"
+        if study.aperture_edge is not None
+        else "aperture edge one reciprocal pixel (probe), hard (objective)"
+    )
+    return "; ".join(parts)
+
+
 def check_study(study: Study, atoms, position=None) -> None:
     """Validate every energy's detectors and apertures against the grid before simulating.
 
@@ -113,7 +177,7 @@ def check_study(study: Study, atoms, position=None) -> None:
     (:class:`~temsim.errors.MemoryLimitError`) a plan whose simulated channels would not fit
     in memory, with the estimate and the setting that would fit.
     """
-    potential = Potential(atoms, sampling=study.sampling, slice_thickness=study.slice_thickness)
+    potential = Potential(atoms, **study.grid_keys(), slice_thickness=study.slice_thickness)
     grid = potential.grid
     channels = 0
     for energy in study.energies:
@@ -121,12 +185,7 @@ def check_study(study: Study, atoms, position=None) -> None:
             compiled = detector.compile(grid, energy, np)
             channels = max(channels, int(np.prod(getattr(compiled, "value_shape", ()) or (1,))))
         if _stem_modes(study):
-            Probe(
-                energy=energy,
-                semiangle_cutoff=study.semiangle_cutoff,
-                aberrations=study.aberrations,
-                focal_spread=study.focal_spread,
-            ).resolve_grid(grid)
+            _probe(study, energy).resolve_grid(grid)
         if _image_modes(study):
             grid.check_angle(study.semiangle_cutoff, energy, "the objective aperture")
     _check_memory(study, grid, position, channels)
@@ -158,8 +217,8 @@ def _check_memory(study: Study, grid, position, stem_channels: int) -> None:
         )
     else:
         fix = (
-            f"use a coarser simulation.sampling (≥ {study.sampling * math.sqrt(max(nbytes / limit, 1)) * 1.1:.3g} Å "
-            f"instead of {study.sampling:g}), a smaller specimen or fewer modes"
+            f"use a coarser simulation.sampling (≥ {max(grid.sampling) * math.sqrt(max(nbytes / limit, 1)) * 1.1:.3g} "
+            f"Å instead of {max(grid.sampling):.3g}), a smaller specimen or fewer modes"
         )
     what = (
         f"the plan's rates ({simulations} simulations × ({n_positions} probe positions × {per_position} "
@@ -183,27 +242,27 @@ def _simulate_one(study: Study, atoms, energy: float, position, settings: Execut
     step area for STEM, the pixel area for images).
     """
     quiet = settings.replace(progress=False)
-    potential = Potential(atoms, sampling=study.sampling, slice_thickness=study.slice_thickness)
+    potential = Potential(atoms, **study.grid_keys(), slice_thickness=study.slice_thickness)
     out = {}
     if _stem_modes(study):
-        probe = Probe(
-            energy=energy,
-            semiangle_cutoff=study.semiangle_cutoff,
-            aberrations=study.aberrations,
-            focal_spread=study.focal_spread,
-        )
+        probe = _probe(study, energy)
         window = _scan_window(study, position, potential.grid.extent)
         ds = scan(probe, potential, _stem_detectors(study, potential.grid, energy), window, settings=quiet)
         area = float(np.prod(ds.attrs["scan_step"]))
         for mode in _stem_modes(study):
-            out[mode.label] = _channels(mode, ds[mode.label], area)
+            # a finite source blurs the noise-free signal over probe positions (partial spatial coherence)
+            out[mode.label] = _channels(mode, source_blur(ds[mode.label], study.source_size), area)
     if _image_modes(study):
         exit_wave = multislice(PlaneWave(energy=energy), potential, settings=quiet)
         area = float(np.prod(potential.grid.sampling))
         for mode in _image_modes(study):
             lens = study.aberrations.with_defocus(study.aberrations.defocus + mode.defocus)
             image = hrtem_image(
-                exit_wave, lens, semiangle_cutoff=study.semiangle_cutoff, focal_spread=study.focal_spread
+                exit_wave,
+                lens,
+                semiangle_cutoff=study.semiangle_cutoff,
+                focal_spread=study.focal_spread_at(energy),
+                aperture_edge=study.aperture_edge or 0.0,
             )
             out[mode.label] = _channels(mode, image, area)
     return out
@@ -217,7 +276,7 @@ def simulate_rates(study: Study, atoms, energy: float, position, progress=None) 
     ``"_scan_step"``, ``"_scan_x"``, ``"_scan_y"``.
     """
     signals = _simulate_one(study, atoms, energy, position, ExecutionSettings(progress=False))
-    out: dict = {"_pixel_area": float(np.prod(Potential(atoms, sampling=study.sampling).grid.sampling))}
+    out: dict = {"_pixel_area": float(np.prod(Potential(atoms, **study.grid_keys()).grid.sampling))}
     for label, da in signals.items():
         out[label] = da.values
         if "scan_x" in da.coords:
@@ -236,8 +295,11 @@ def _checkpoint_key(study: Study, energy, hypothesis, config, position) -> str:
         "modes": [asdict(m) for m in study.modes],
         "alpha": study.semiangle_cutoff,
         "ab": study.aberrations.nonzero(),
-        "fs": study.focal_spread,
+        "fs": study.focal_spread_at(energy),
         "sampling": study.sampling,
+        "gpts": study.gpts,
+        "edge": study.aperture_edge,
+        "source": study.source_size,
         "step": study.scan_step,
         "window": study.window,
         "centre": [round(float(p), 8) for p in position],
@@ -269,6 +331,21 @@ def _load_or_simulate(study, atoms, energy, position, checkpoint_dir, hypothesis
     }
 
 
+def _mode_attrs(study: Study, mode) -> dict:
+    """The mode's name, kind and detector layout (angles mrad, segments, rotation deg) for ``plan.nc``."""
+    attrs: dict = {"mode_name": mode.name, "mode_kind": mode.kind, "label": mode.label}
+    if KINDS[mode.kind].stem:
+        inner, outer = mode.angles(study.semiangle_cutoff)
+        attrs.update(inner=float(inner), outer=float(outer), angle_units="mrad")
+    if mode.kind == "segmented":
+        attrs.update(segments=mode.nsegments, rotation=float(mode.rotation), rotation_units="deg")
+    if mode.kind == "pixelated":
+        attrs.update(binning=int(mode.binning))
+    if mode.kind == "image":
+        attrs.update(defocus=float(mode.defocus), defocus_units="Å")
+    return attrs
+
+
 def _merge_modes(arrays: dict) -> xr.Dataset:
     """One Dataset from per-mode arrays; a channel dim two modes use with different
     coordinates is renamed ``<label>_<dim>`` in the later mode."""
@@ -285,24 +362,55 @@ def _merge_modes(arrays: dict) -> xr.Dataset:
     return ds
 
 
+def mode_camera(mode, energy: float):
+    """The camera model of ``mode`` at beam ``energy`` (eV): its preset resolved at that energy.
+
+    The mode's ``camera_parameters`` (measured values of your camera, ``allow_extrapolation``)
+    are passed to :func:`temsim.camera_model`; outside a preset's characterised energies it is
+    refused with the range (docs/dose-detectors-damage.md).
+    """
+    options = dict(getattr(mode, "camera_parameters", None) or {})
+    return camera_model(mode.camera_name, energy=energy, **options)
+
+
+def _recorded_rates(mode, camera, fractions: xr.DataArray, area: float) -> xr.DataArray:
+    """Expected counts per unit dose ``a·η·I`` of one energy; an image's H1 contrast filtered by
+    ``√(DQE(f)/DQE(0))`` of the camera (:func:`temsim.cameras.dqe_whitening`)."""
+    rates = area * camera.poisson_efficiency * fractions  # the camera's DQE(0) at this energy
+    if KINDS[mode.kind].stem:
+        return rates
+    xdim, ydim = rates.dims[-2:]
+    sampling = tuple(float(abs(rates[d].values[1] - rates[d].values[0])) for d in (xdim, ydim))
+    whitening = dqe_whitening(camera, rates.shape[-2:], sampling, getattr(mode, "pixel_size", None))
+    h0, h1 = rates.isel(hypothesis=0), rates.isel(hypothesis=1)
+    h1 = h1.copy(data=whiten_contrast(h0.values, h1.values, whitening))
+    return xr.concat([h0, h1], dim="hypothesis")
+
+
 def _rates_of(study: Study, mode, sims: dict, n_configs: int) -> xr.DataArray:
-    per_energy = []
+    per_energy, cameras = [], []
     for energy in study.energies:
         rows = [
             xr.concat([sims[(energy, h, i)][mode.label] for i in range(n_configs)], dim="configuration")
             for h in HYPOTHESES
         ]
-        per_energy.append(xr.concat(rows, dim="hypothesis"))
-    fractions = xr.concat(per_energy, dim="energy", join="outer", fill_value=np.nan)
-    area = float(per_energy[0].attrs["channel_area"])
-    efficiency = camera_model(mode.camera_name).poisson_efficiency  # the preset's DQE(0); docs/planning.md
-    rates = (area * efficiency * fractions).transpose("energy", "hypothesis", "configuration", ...)
+        fractions = xr.concat(rows, dim="hypothesis")
+        cameras.append(mode_camera(mode, energy))
+        per_energy.append(_recorded_rates(mode, cameras[-1], fractions, float(fractions.attrs["channel_area"])))
+    area = float(sims[(study.energies[0], HYPOTHESES[0], 0)][mode.label].attrs["channel_area"])
+    rates = xr.concat(per_energy, dim="energy", join="outer", fill_value=np.nan)
+    rates = rates.transpose("energy", "hypothesis", "configuration", ...)
+    efficiencies = [float(c.poisson_efficiency) for c in cameras]  # each energy's DQE(0); docs/planning.md
     return rates.assign_attrs(
         units=RATE_UNITS,
         mode=mode.name,
         kind=mode.kind,
         camera=mode.camera_name,
-        efficiency=efficiency,
+        efficiency=efficiencies[0] if len(set(efficiencies)) == 1 else efficiencies,
+        efficiency_by_energy=efficiencies,
+        camera_provenance=json.dumps(
+            {f"{e:g}": [list(r) for r in c.provenance] for e, c in zip(study.energies, cameras)}
+        ),
         channel_area=area,
     )
 
@@ -354,6 +462,8 @@ def simulate(
             bar.update(1)
     bar.close()
     rates = _merge_modes({m.label: _rates_of(study, m, sims, n_configs) for m in study.modes})
+    for m in study.modes:
+        rates[m.label].attrs.update(_mode_attrs(study, m))
     rates = rates.assign_coords(
         energy=("energy", np.asarray(study.energies, float), {"units": "eV"}),
         hypothesis=list(HYPOTHESES),
@@ -371,56 +481,87 @@ def simulate(
 # ----------------------------------------------------------------------------- damage budget
 @dataclass(frozen=True)
 class DamageBudget:
-    """The dose a specimen tolerates at one energy.
+    """The dose a specimen tolerates at one energy: the minimum over its damage channels.
 
     Attributes
     ----------
     dose : float
-        Budget (e/Å²): the smaller of Dc and the knock-on dose; ``inf`` without a damage limit.
+        Budget (e/Å²): the smallest dose over the channels; ``inf`` without a damage limit.
     critical_dose : float or None
         Radiolysis critical dose Dc (e/Å²): the feature's contrast fades as ``exp(−D/Dc)``.
     knock_on_cross_section : float or None
-        Displacement cross-section (barn) at this energy.
+        Largest displacement cross-section (barn) of the host's knock-on elements at this energy.
     basis : str
-        In words, what sets the budget.
+        In words, which channel sets the budget (or why there is none).
+    feature_cross_section : float or None
+        Cross-section (barn) of the events that destroy the feature (its neighbours'
+        displacements, the dopant's own events); the feature survives a dose D with
+        probability ``exp(−σ_f·D)``. None when not computed.
+    channels : tuple of DamageChannel
+        Every channel (radiolysis, knock-on per element, feature), with its dose and sources.
     """
 
     dose: float = math.inf
     critical_dose: float | None = None
     knock_on_cross_section: float | None = None
     basis: str = "no damage limit given"
+    feature_cross_section: float | None = None
+    channels: tuple = ()
 
 
-def damage_budget(energy: float, critical_dose=None, knock_on: Mapping | None = None) -> DamageBudget:
-    """:class:`DamageBudget` at ``energy`` (eV) from a critical dose (e/Å² or preset name) and a
-    knock-on specification ``{"element", "displacement_energy", ["temperature", "debye_temperature"]}``.
+def damage_budget(
+    energy: float, critical_dose=None, knock_on: Mapping | None = None, feature: Mapping | None = None
+) -> DamageBudget:
+    """:class:`DamageBudget` at ``energy`` (eV): the minimum over the damage channels.
 
-    The knock-on budget is the dose at which the displacement probability per atom reaches
-    :data:`KNOCK_ON_BUDGET_PROBABILITY`.
+    Parameters
+    ----------
+    energy : float
+        Beam energy (eV).
+    critical_dose : float, str or CriticalDose, optional
+        Radiolysis critical dose (e/Å²) or a preset name.
+    knock_on : mapping, optional
+        ``{"element": "C" or ["C", "N"], "material", "displacement_energy", "temperature",
+        "debye_temperature", "mean_square_displacement"}``; E_d and the Debye temperature
+        default to the damage table's values for ``material``.
+    feature : mapping, optional
+        ``{"sites": {element: count}, "dopant": element or None}``: the atoms whose events
+        destroy the feature (:func:`temsim.damage_channels.feature_sites`).
+
+    The knock-on and feature budgets are the doses at which the displacement (damage)
+    probability reaches :data:`KNOCK_ON_BUDGET_PROBABILITY`; negligible channels are reported
+    as none (:mod:`temsim.damage_channels`). ``basis`` names the channel that sets the budget.
     """
-    dc = None
-    basis = "no damage limit given"
+    channels = []
     if critical_dose is not None:
-        cd = temsim.critical_dose(critical_dose)
-        dc = float(cd.value)
-        basis = f"radiolysis Dc = {dc:g} e/Å² ({cd.material})"
-    budget = dc if dc is not None else math.inf
-    sigma = None
+        channels.append(damage_channels.radiolysis_channel(critical_dose))
+    sigmas = []
     if knock_on:
-        extra = {key: knock_on[key] for key in ("temperature", "debye_temperature") if key in knock_on}
-        sigma = float(
-            temsim.knock_on(knock_on["element"], energy, knock_on["displacement_energy"], **extra).cross_section
+        for element in damage_channels.knock_on_elements(knock_on):
+            channel = damage_channels.knock_on_channel(element, energy, knock_on, KNOCK_ON_BUDGET_PROBABILITY)
+            channels.append(channel)
+            sigmas.append(channel.cross_section)
+    feature_sigma = None
+    if knock_on and feature is not None:
+        channel = damage_channels.feature_channel(
+            energy, feature["sites"], knock_on, KNOCK_ON_BUDGET_PROBABILITY, feature.get("dopant")
         )
-        knock_budget = -math.log(1 - KNOCK_ON_BUDGET_PROBABILITY) / (sigma * 1e-8) if sigma > 0 else math.inf
-        if knock_budget < budget:
-            budget = knock_budget
-            basis = (
-                f"knock-on of {knock_on['element']} (σ = {sigma:.3g} b): "
-                f"{KNOCK_ON_BUDGET_PROBABILITY:.0%} displacement probability"
-            )
-        elif sigma == 0 and dc is None:
-            basis = f"below the knock-on threshold of {knock_on['element']} (σ = 0)"
-    return DamageBudget(dose=budget, critical_dose=dc, knock_on_cross_section=sigma, basis=basis)
+        channels.append(channel)
+        feature_sigma = channel.cross_section
+    dc = float(temsim.critical_dose(critical_dose).value) if critical_dose is not None else None
+    budget = min((c.dose for c in channels), default=math.inf)
+    if math.isfinite(budget):
+        basis = next(c.description for c in channels if c.dose == budget)
+    else:
+        basis = "; ".join(c.description for c in channels) or "no damage limit given"
+    return DamageBudget(
+        dose=budget,
+        critical_dose=dc,
+        knock_on_cross_section=max(sigmas) if sigmas else None,
+        basis=basis,
+        feature_cross_section=feature_sigma,
+        channels=tuple(channels),
+    )
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -436,6 +577,7 @@ LIMIT_FIELDS = (
     "margin",
     "j_per_dose",
     "knock_on_probability",
+    "survival_probability",
     "best_power_within_budget",
     "best_dose",
 )
@@ -503,6 +645,11 @@ def _limits(r0s: np.ndarray, r1s: np.ndarray, target, budget: DamageBudget, dose
         margin=budget.dose / dose if np.isfinite(dose) and dose > 0 else np.nan,
         j_per_dose=stat.j_per_dose,
         knock_on_probability=1 - math.exp(-sigma * 1e-8 * dose) if sigma is not None and np.isfinite(dose) else np.nan,
+        survival_probability=(
+            damage_channels.survival_probability(budget.feature_cross_section, dose)
+            if budget.feature_cross_section is not None and np.isfinite(dose)
+            else np.nan
+        ),
         best_power_within_budget=best,
         best_dose=best_dose,
         channels=stat.channels,
@@ -540,7 +687,11 @@ def evaluate(rates: xr.Dataset, target: detection.DecisionTarget, budget=None, *
     xarray.Dataset
         Dims ``mode``, ``energy`` (and ``dose``): the fields of :data:`LIMIT_FIELDS`,
         ``channels``, ``detection_power`` (mode, energy, dose), and per energy
-        ``critical_dose``, ``knock_on_cross_section`` and ``budget_basis``.
+        ``critical_dose``, ``knock_on_cross_section``, ``feature_cross_section`` (barn; the
+        feature survives dose D with probability ``exp(−σ_f·D)``, ``survival_probability``
+        at each mode's minimum dose), ``budget_basis`` and ``damage_sources`` (the damage-table
+        entries used, one per line). ``attrs["detection_probability"]`` is the target's
+        probability of detecting a present feature.
     """
     labels = [str(name) for name in rates.data_vars]
     energies = [float(e) for e in rates.energy.values]
@@ -569,33 +720,75 @@ def evaluate(rates: xr.Dataset, target: detection.DecisionTarget, budget=None, *
             [_or_nan(budgets[e].knock_on_cross_section) for e in energies],
             {"units": "barn"},
         ),
+        feature_cross_section=(
+            "energy",
+            [_or_nan(budgets[e].feature_cross_section) for e in energies],
+            {"units": "barn"},
+        ),
         budget_basis=("energy", [budgets[e].basis for e in energies]),
+        damage_sources=("energy", [_damage_sources(budgets[e]) for e in energies]),
     )
     coords = {
         "mode": labels,
         "energy": ("energy", np.asarray(energies), {"units": "eV"}),
         "dose": ("dose", doses, {"units": "e/Å²"}),
     }
-    return xr.Dataset(data_vars, coords=coords, attrs={"target": target.describe(), "required_j": target.required_j})
+    attrs = {
+        "target": target.describe(),
+        "required_j": target.required_j,
+        "detection_probability": _detection_probability(target),
+    }
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
-def _verdict(j_per_dose: float, dose: float, budget: float, best: float, best_dose: float, limited: bool) -> str:
+def _damage_sources(budget: DamageBudget) -> str:
+    """The damage numbers a budget used (value, status, source), one per line, without repeats."""
+    return "\n".join(dict.fromkeys(src for channel in budget.channels for src in channel.sources))
+
+
+def _detection_probability(target: detection.DecisionTarget) -> float:
+    """Probability that the test detects a present feature: the power, or 1 − Pe for an error target."""
+    return 1 - target.probability_of_error if target.probability_of_error is not None else target.power
+
+
+def _verdict(
+    j_per_dose: float,
+    dose: float,
+    budget: float,
+    best: float,
+    best_dose: float,
+    survival: float,
+    limited: bool,
+    detect: float,
+) -> str:
     if j_per_dose == 0:
         return "undetectable: the feature changes nothing this mode records"
     if not np.isfinite(dose):
         return f"not detectable before damage (best power {best:.2f} at {best_dose:.3g} e/Å²)"
-    if dose <= budget:
-        if np.isfinite(budget):
-            return "detectable within budget"
-        if limited:
-            return "detectable (no displacement at this energy: the knock-on budget is unlimited)"
-        return "detectable (no damage limit given)"
-    return f"exceeds budget (power {best:.2f} at the budget)"
+    if dose > budget:
+        return f"exceeds budget (power {best:.2f} at the budget)"
+    if np.isfinite(survival):
+        # P(detected and intact) ≥ P(detected) + P(intact) − 1 (no independence assumed), rounded down
+        both = math.floor(100 * max(0.0, detect + survival - 1) + 1e-9) / 100
+        return f"detected before the feature is damaged with probability ≥ {both:.2f}"
+    if np.isfinite(budget):
+        return "detectable within budget"
+    if limited:
+        return "detectable (no knock-on at this energy: E_max < E_d)"
+    return "detectable (no damage limit given)"
 
 
 def verdicts(limits: xr.Dataset) -> xr.DataArray:
     """The table's verdict per mode × energy, in words, from :func:`evaluate`'s limits."""
-    fields = ("j_per_dose", "required_dose", "budget", "best_power_within_budget", "best_dose")
+    fields = (
+        "j_per_dose",
+        "required_dose",
+        "budget",
+        "best_power_within_budget",
+        "best_dose",
+        "survival_probability",
+    )
+    detect = float(limits.attrs.get("detection_probability", np.nan))
     limited = [
         not (
             math.isnan(float(limits.critical_dose.values[ei]))
@@ -605,7 +798,7 @@ def verdicts(limits: xr.Dataset) -> xr.DataArray:
     ]
     words = [
         [
-            _verdict(*(float(limits[f].values[mi, ei]) for f in fields), limited[ei])
+            _verdict(*(float(limits[f].values[mi, ei]) for f in fields), limited[ei], detect)
             for ei in range(limits.sizes["energy"])
         ]
         for mi in range(limits.sizes["mode"])
@@ -645,25 +838,16 @@ class PlanResult:
         raise KeyError((mode_label, energy))
 
 
+#: Columns of :attr:`PlanResult.table` besides ``mode``, ``energy`` (and ``detector``, the old
+#: name of ``camera``): each a variable of the plan dataset over ``mode`` and/or ``energy``.
+#: ``plan.nc`` records them (``attrs["table_columns"]``), so :func:`table_from_file` rebuilds the
+#: table from the file alone.
+TABLE_COLUMNS = ("verdict", "mc_note", "budget_basis", "camera", "channels") + TABLE_FIELDS
+
+
 def _table(study: Study, ds: xr.Dataset) -> list:
-    rows = []
-    for ei, energy in enumerate(study.energies):
-        for mi, mode in enumerate(study.modes):
-            values = {name: float(ds[name].values[mi, ei]) for name in TABLE_FIELDS}
-            rows.append(
-                {
-                    "mode": mode.label,
-                    "energy": energy,
-                    "verdict": str(ds.verdict.values[mi, ei]),
-                    "mc_note": str(ds.mc_note.values[mi, ei]),
-                    "budget_basis": str(ds.budget_basis.values[ei]),
-                    "camera": mode.camera_name,
-                    "detector": mode.camera_name,
-                    "channels": int(ds.channels.values[mi, ei]),
-                    **values,
-                }
-            )
-    return rows
+    """The table's rows (energy outer, mode inner) from the plan dataset alone."""
+    return table_rows(ds, TABLE_COLUMNS)
 
 
 def _signals(study: Study, rates: xr.Dataset) -> dict:
@@ -683,6 +867,8 @@ def _signals(study: Study, rates: xr.Dataset) -> dict:
                 "rate_h1": np.mean(r1s, axis=0),
                 "kind": mode.kind,
                 "name": mode.name,
+                "display": mode.spec.display,
+                "rotation": float(np.deg2rad(mode.rotation)),
                 "scan_x": scan_x,
                 "scan_y": scan_y,
             }
@@ -700,7 +886,18 @@ def _structures(h0, h1) -> dict:
     return out
 
 
-def _attrs(study: Study, monte_carlo_trials: int, site: dict) -> dict:
+def _grid_attrs(study: Study, grid) -> dict:
+    """The grid used (points, Å/pixel) and the one requested, for ``plan.nc`` and the report."""
+    return {
+        "gpts": list(grid.gpts),
+        "grid_sampling": list(grid.sampling),
+        "requested_sampling": json.dumps(study.sampling),
+        "requested_gpts": json.dumps(study.gpts),
+        "grid": grid_description(study, grid),
+    }
+
+
+def _attrs(study: Study, monte_carlo_trials: int, site: dict, grid) -> dict:
     return {
         "feature_site": json.dumps(site),
         "feature_site_description": study.feature.describe_site(site),
@@ -711,7 +908,14 @@ def _attrs(study: Study, monte_carlo_trials: int, site: dict) -> dict:
         "required_j": study.target.required_j,
         "semiangle_cutoff": study.semiangle_cutoff,
         "aberrations": json.dumps(study.aberrations.nonzero()),
-        "sampling": study.sampling,
+        **_grid_attrs(study, grid),
+        "optics": optics_description(study),
+        "aperture_edge": json.dumps(study.aperture_edge),
+        "focal_spread": [study.focal_spread_at(e) for e in study.energies],
+        "energy_spread": study.energy_spread,
+        "chromatic_aberration": study.chromatic_aberration,
+        "source_size": study.source_size,
+        "microscope": study.microscope or "",
         "scan_step": study.scan_step,
         "window": study.window,
         "phonons": json.dumps(study.phonons),
@@ -730,9 +934,21 @@ def study_limits(study: Study, rates: xr.Dataset) -> xr.Dataset:
     The evaluation step of :func:`plan`, shared with sweeps (:mod:`temsim.sweeps`), which
     re-evaluate the same rates under other budgets or targets without simulating again.
     """
-    budgets = {e: damage_budget(e, study.critical_dose, study.knock_on) for e in study.energies}
+    feature = _feature_damage(study)
+    budgets = {e: damage_budget(e, study.critical_dose, study.knock_on, feature) for e in study.energies}
     doses = np.logspace(math.log10(study.dose_range[0]), math.log10(study.dose_range[1]), 121)
     return evaluate(rates, study.target, budgets, doses=doses)
+
+
+def _feature_damage(study: Study) -> dict | None:
+    """The atoms whose events destroy the feature: first-shell neighbours of the knock-on elements
+    around a substituted or removed atom, and a substitution's dopant (None without knock-on data)."""
+    if not study.knock_on or study.feature.kind not in ("substitution", "vacancy"):
+        return None
+    h0, _, _ = study.hypotheses()
+    site = study.feature_site()
+    sites = damage_channels.feature_sites(h0, site["index"], damage_channels.knock_on_elements(study.knock_on))
+    return {"sites": sites, "dopant": site.get("new_element")}
 
 
 def plan(
@@ -766,7 +982,8 @@ def plan(
     -------
     PlanResult
         ``table`` (one dict per mode × energy), ``dataset`` (xarray: the table's columns, the
-        power curves, and the rates as ``rates[<mode>]``), ``signals``, ``rates``.
+        power curves, the structures; ``plan.nc``'s root), ``signals``, ``rates`` (one
+        variable per mode; ``plan.nc``'s ``/signals`` groups, see :mod:`temsim.plan_file`).
     """
     with compute.session(settings) as shared:  # one local cluster for every simulation of the plan
         rates = simulate(study, settings=shared, progress=progress, checkpoint_dir=checkpoint_dir)
@@ -774,11 +991,12 @@ def plan(
     checks = monte_carlo_check(rates, limits, study.target, seed=study.seed, trials=monte_carlo_trials)
     notes = monte_carlo_notes(checks, study.target).to_dataset(name="mc_note")
     ds = xr.merge([limits, checks, verdicts(limits).to_dataset(name="verdict"), notes], combine_attrs="drop")
-    for label in rates.data_vars:
-        ds[f"rates[{label}]"] = rates[label]
+    cameras = [rates[label].attrs.get("camera", "") if label in rates else "" for label in ds.mode.values]
+    ds = ds.assign(camera=("mode", np.array(cameras, dtype=str)))
     h0, h1, _ = study.hypotheses()
     ds = ds.assign(_structures(h0, h1))
-    ds.attrs.update(_attrs(study, monte_carlo_trials, study.feature_site()))
+    ds.attrs.update(_attrs(study, monte_carlo_trials, study.feature_site(), simulation_grid(study, h0)))
+    ds.attrs["table_columns"] = json.dumps(TABLE_COLUMNS)
     result = PlanResult(study=study, dataset=ds, rates=rates, signals=_signals(study, rates))
     result.table = _table(study, ds)
     return result
