@@ -172,3 +172,16 @@ def test_temsim_plan_runs_a_sweep_file_and_refuses_to_overwrite_it(tmp_path):
     assert f"{best:.3g}" in table and "damage.critical_dose = 100000" in table
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 1 and "--overwrite" in again.stderr
+
+
+def test_a_sweep_on_a_two_worker_local_cluster_equals_the_serial_sweep(tmp_path):
+    pytest.importorskip("distributed")
+    from temsim.settings import ExecutionSettings
+
+    data = dict(GRAPHENE, modes=GRAPHENE["modes"][:1], sweep={"microscope.semiangle_cutoff": [25.0, 30.0]})
+    data.pop("damage")  # no budget: every point detectable, so the comparison is of finite numbers
+    serial = sweep(data, progress=False)
+    cluster = sweep(data, settings=ExecutionSettings(scheduler="local", workers=2, progress=False))
+    assert np.isfinite(serial.required_dose).all()
+    np.testing.assert_allclose(cluster.required_dose.values, serial.required_dose.values, rtol=1e-6)
+    np.testing.assert_allclose(cluster.j_per_dose.values, serial.j_per_dose.values, rtol=1e-6)
