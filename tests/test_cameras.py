@@ -296,3 +296,33 @@ def test_whitened_statistics_match_a_monte_carlo_of_the_camera(camera):
     dose = per_pixel / 0.01  # e/Å² for per_pixel electrons in a 0.1 Å pixel
     assert snr2 == pytest.approx(dose * _j(rates), rel=0.2)
     assert not snr2 == pytest.approx(dose * model.dqe0 * _j(_fringe_rates("ideal", k=k, eps=eps)), rel=0.2)
+
+
+def test_study_modes_carry_camera_parameters_and_pixel_size():
+    """A mode's camera numbers and pixel size reach the camera; keys that do not apply are refused."""
+    from temsim.planning import mode_camera
+    from temsim.study import Mode, StudyError
+
+    mode = Mode("HRTEM", camera="timepix4", pixel_size=0.2, camera_parameters={"allow_extrapolation": True})
+    assert mode.camera_parameters == (("allow_extrapolation", True),)
+    assert mode_camera(mode, 300e3).mtf_f1 == camera_model("timepix4", energy=200e3).mtf_f1
+    with pytest.raises(InputError, match="100 to 200 keV"):
+        mode_camera(Mode("HRTEM", camera="timepix4"), 300e3)
+    own = Mode("HRTEM", camera="timepix4", camera_parameters={"dqe0": 0.8, "mtf_f1": 0.1})
+    assert mode_camera(own, 300e3).dqe0 == 0.8  # the user's own numbers need no extrapolation
+    with pytest.raises(StudyError, match="valid"):
+        Mode("HRTEM", camera_parameters={"bogus": 1.0})
+    with pytest.raises(StudyError, match="pixel_size does not apply"):
+        Mode("HAADF", pixel_size=0.2)
+    with pytest.raises(StudyError, match="pixel_size"):
+        Mode("HRTEM", pixel_size=-1.0)
+
+
+def test_a_coarse_camera_pixel_loses_the_contrast_beyond_its_nyquist_frequency():
+    """pixel_size sets where DQE(f) is read: a fringe beyond the camera's Nyquist frequency is not recorded."""
+    k = 0.375  # cycles per 0.1 Å simulated pixel: 3.75 1/Å
+    model = camera_model("counting-ded", energy=80e3)
+    resolved = _j(_fringe_rates("counting-ded", k=k, pixel_size=0.05))  # 0.1875 cycles/camera pixel
+    ideal = _j(_fringe_rates("ideal", k=k))
+    assert resolved == pytest.approx(float(model.dqe(k / 2, 0.0)) * ideal, rel=0.02)
+    assert _j(_fringe_rates("counting-ded", k=k, pixel_size=0.2)) == 0.0  # 0.75 cycles/pixel > Nyquist

@@ -188,9 +188,12 @@ def test_negative_signal_refused():
         apply_noise(img, 10.0, "ideal")
 
 
-def test_energy_far_from_reference_warns():
-    with pytest.warns(AccuracyWarning, match="keV"):
-        camera_model("counting-ded", energy=60e3)
+def test_energy_outside_the_characterised_range_is_refused():
+    """Presets resolve by beam energy (tests/test_cameras.py); outside their range they are refused."""
+    with pytest.raises(InputError, match="characterised from 100 to 200 keV"):
+        camera_model("timepix4", energy=60e3)
+    with pytest.raises(InputError, match="characterised from 100 to 200 keV"):
+        apply_noise(_image(), 10.0, "timepix4", energy=300e3, signal_kind="diffraction", area=1.0)
 
 
 def test_dataset_processed_per_variable_with_independent_seeds():

@@ -173,7 +173,8 @@ def check_study(study: Study, atoms, position=None) -> None:
     """Validate every energy's detectors and apertures against the grid before simulating.
 
     Raises the same errors the simulations would (e.g. a detector angle beyond the band
-    limit, with the sampling needed) before any time is spent, and refuses
+    limit, with the sampling needed; a camera preset outside its characterised energies)
+    before any time is spent, and refuses
     (:class:`~temsim.errors.MemoryLimitError`) a plan whose simulated channels would not fit
     in memory, with the estimate and the setting that would fit.
     """
@@ -188,6 +189,8 @@ def check_study(study: Study, atoms, position=None) -> None:
             _probe(study, energy).resolve_grid(grid)
         if _image_modes(study):
             grid.check_angle(study.semiangle_cutoff, energy, "the objective aperture")
+        for mode in study.modes:
+            mode_camera(mode, energy)  # a camera preset not characterised at this energy is refused here
     _check_memory(study, grid, position, channels)
 
 
@@ -499,6 +502,9 @@ class DamageBudget:
         probability ``exp(−σ_f·D)``. None when not computed.
     channels : tuple of DamageChannel
         Every channel (radiolysis, knock-on per element, feature), with its dose and sources.
+    survival_caveat : str
+        Published feature-damage channels not in ``feature_cross_section`` (the survival is
+        then an upper bound), or ``""``.
     """
 
     dose: float = math.inf
@@ -507,6 +513,7 @@ class DamageBudget:
     basis: str = "no damage limit given"
     feature_cross_section: float | None = None
     channels: tuple = ()
+    survival_caveat: str = ""
 
 
 def damage_budget(
@@ -541,13 +548,13 @@ def damage_budget(
             channel = damage_channels.knock_on_channel(element, energy, knock_on, KNOCK_ON_BUDGET_PROBABILITY)
             channels.append(channel)
             sigmas.append(channel.cross_section)
-    feature_sigma = None
+    feature_sigma, caveat = None, ""
     if knock_on and feature is not None:
         channel = damage_channels.feature_channel(
             energy, feature["sites"], knock_on, KNOCK_ON_BUDGET_PROBABILITY, feature.get("dopant")
         )
         channels.append(channel)
-        feature_sigma = channel.cross_section
+        feature_sigma, caveat = channel.cross_section, channel.caveat
     dc = float(temsim.critical_dose(critical_dose).value) if critical_dose is not None else None
     budget = min((c.dose for c in channels), default=math.inf)
     if math.isfinite(budget):
@@ -561,6 +568,7 @@ def damage_budget(
         basis=basis,
         feature_cross_section=feature_sigma,
         channels=tuple(channels),
+        survival_caveat=caveat,
     )
 
 
@@ -727,6 +735,8 @@ def evaluate(rates: xr.Dataset, target: detection.DecisionTarget, budget=None, *
         ),
         budget_basis=("energy", [budgets[e].basis for e in energies]),
         damage_sources=("energy", [_damage_sources(budgets[e]) for e in energies]),
+        survival_caveat=("energy", [budgets[e].survival_caveat for e in energies]),
+        damage_channel_summary=("energy", [_channel_lines(budgets[e]) for e in energies]),
     )
     coords = {
         "mode": labels,
@@ -739,6 +749,13 @@ def evaluate(rates: xr.Dataset, target: detection.DecisionTarget, budget=None, *
         "detection_probability": _detection_probability(target),
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _channel_lines(budget: DamageBudget) -> str:
+    """Each damage channel as ``name: dose: description``, one per line (dose with bounded digits)."""
+    return "\n".join(
+        f"{c.name}: {damage_channels.format_damage_dose(c.dose)} e/Å²: {c.description}" for c in budget.channels
+    )
 
 
 def _damage_sources(budget: DamageBudget) -> str:
@@ -778,6 +795,12 @@ def _verdict(
     return "detectable (no damage limit given)"
 
 
+def _with_caveat(verdict: str, limits: xr.Dataset, ei: int) -> str:
+    """A survival verdict followed by `` (upper bound: …)`` when a published channel is not in the number."""
+    note = str(limits.survival_caveat.values[ei]) if "survival_caveat" in limits else ""
+    return f"{verdict} ({note})" if note and verdict.startswith("detected before") else verdict
+
+
 def verdicts(limits: xr.Dataset) -> xr.DataArray:
     """The table's verdict per mode × energy, in words, from :func:`evaluate`'s limits."""
     fields = (
@@ -798,7 +821,7 @@ def verdicts(limits: xr.Dataset) -> xr.DataArray:
     ]
     words = [
         [
-            _verdict(*(float(limits[f].values[mi, ei]) for f in fields), limited[ei], detect)
+            _with_caveat(_verdict(*(float(limits[f].values[mi, ei]) for f in fields), limited[ei], detect), limits, ei)
             for ei in range(limits.sizes["energy"])
         ]
         for mi in range(limits.sizes["mode"])

@@ -21,16 +21,27 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
 
+from temsim import damage_channels
 from temsim import structure as st
 from temsim.beam_damage import critical_dose as _critical_dose
 from temsim.checks import as_number
 from temsim.crystals import BUILDERS
 from temsim.detection import DecisionTarget
 from temsim.errors import InputError, StudyError
-from temsim.modes import MODES, mode_spec
+from temsim.microscopes import PRESET_NAMES, focal_spread_from_energy_spread, microscope_preset
+from temsim.modes import MODES, named_spec
 from temsim.optics import Aberrations
 
 __all__ = ["Study", "Mode", "Feature", "load_study", "study_from_dict", "example_study", "EXAMPLES", "MODE_KINDS"]
+
+
+def _microscope_preset(name) -> dict:
+    """The preset's study keys (:func:`temsim.microscopes.microscope_preset`); unknown names are refused."""
+    if not isinstance(name, str) or name not in PRESET_NAMES:
+        raise StudyError(
+            f"microscope.preset {name!r} is not a known preset; valid presets are {', '.join(PRESET_NAMES)}"
+        )
+    return microscope_preset(name)
 
 
 class _ModeKinds(Mapping):
@@ -55,12 +66,24 @@ MODE_KINDS: Mapping[str, str] = _ModeKinds()
 
 @dataclass(frozen=True)
 class Mode:
-    """One imaging mode: ``name`` (registered in :mod:`temsim.modes`), angles (mrad), camera preset.
+    """One imaging mode: its ``name``, angles (mrad), camera preset and detector layout.
+
+    ``name`` is a mode registered in :mod:`temsim.modes` (HAADF, iDPC, HRTEM…) or, with
+    ``kind`` (``"annular"``, ``"segmented"``, ``"pixelated"``, ``"image"``), a mode of your
+    own: ``Mode("MAADF", 40, 100, kind="annular")``; a user-named annular or segmented mode
+    must give ``inner`` and ``outer``. Any number of modes of one kind may be planned side by
+    side as long as their labels differ.
 
     ``inner``/``outer`` set annular and segmented ranges (defaults from the convergence
     angle α: HAADF max(3α, 50)–200, ADF α–3α, ABF α/2–α, BF 0–α, DPC/iDPC 0.2α–α);
     ``camera`` is a ``temsim.camera_model`` preset (default: the mode's);
-    ``defocus`` (Å) applies to HRTEM; ``max_angle``/``binning`` to pixelated modes.
+    ``defocus`` (Å) applies to image modes; ``max_angle``/``binning`` to pixelated modes;
+    ``segments`` (default 4) and ``rotation`` (deg, counter-clockwise from +kx; segment j
+    spans ``rotation + 360° j/N … rotation + 360° (j+1)/N``) to segmented modes.
+    ``pixel_size`` (Å, the camera pixel referred to the specimen; default the simulation
+    sampling) sets the frequencies at which an image mode's camera DQE(f) is read;
+    ``camera_parameters`` (a table: the camera's own numbers such as ``dqe0``, and
+    ``allow_extrapolation``) is passed to :func:`temsim.camera_model` at each beam energy.
     ``detector=`` is the old spelling of ``camera`` (deprecated).
     """
 
@@ -72,23 +95,99 @@ class Mode:
     max_angle: float | None = None
     binning: int = 1
     detector: str | None = field(default=None, repr=False, compare=False)
+    kind: str | None = None
+    segments: int | None = None
+    rotation: float = 0.0
+    pixel_size: float | None = None
+    camera_parameters: tuple = ()
 
     def __post_init__(self):
-        mode_spec(self.name)  # unknown names are refused with the valid ones
+        if not isinstance(self.name, str) or not self.name:
+            raise StudyError(f"a mode's name must be a non-empty string, got {self.name!r}")
+        spec = named_spec(self.name, self.kind)  # unknown names without a kind are refused with the valid ones
+        object.__setattr__(self, "kind", spec.kind)
         if self.detector is not None:
             warnings.warn("Mode(detector=...) is deprecated; use camera=...", DeprecationWarning, stacklevel=3)
             if self.camera is None:
                 object.__setattr__(self, "camera", self.detector)
             object.__setattr__(self, "detector", None)
+        self._check_keys_apply()
+        self._check_camera()
+        if self.name not in MODES and self.kind in ("annular", "segmented") and None in (self.inner, self.outer):
+            raise StudyError(
+                f"mode {self.name!r} is not a registered mode: give its inner and outer angles (mrad), "
+                f"e.g. {{name = {self.name!r}, kind = {self.kind!r}, inner = 40, outer = 100}}"
+            )
+        if self.inner is not None and self.outer is not None and not 0 <= self.inner < self.outer:
+            raise StudyError(
+                f"mode {self.name!r}: inner ({self.inner:g}) must be ≥ 0 and below outer ({self.outer:g}) mrad"
+            )
+
+    def _check_keys_apply(self) -> None:
+        """Refuse keys this kind of mode would ignore, and segment counts below two."""
+        given = {
+            "inner": self.inner is not None,
+            "outer": self.outer is not None,
+            "defocus": self.defocus != 0.0,
+            "max_angle": self.max_angle is not None,
+            "binning": self.binning != 1,
+            "segments": self.segments is not None,
+            "rotation": self.rotation != 0.0,
+            "pixel_size": self.pixel_size is not None,
+        }
+        applies = {
+            "annular": {"inner", "outer"},
+            "segmented": {"inner", "outer", "segments", "rotation"},
+            "pixelated": {"inner", "outer", "max_angle", "binning"},
+            "image": {"defocus", "pixel_size"},
+        }[self.kind]
+        unused = [key for key, value in given.items() if value and key not in applies]
+        if unused:
+            keys = ", ".join(unused)
+            raise StudyError(
+                f"mode {self.name!r} ({self.kind}): {keys} does not apply to a {self.kind} mode; remove it"
+            )
+        if self.segments is not None:
+            as_number(f"mode {self.name!r}: segments", self.segments, integer=True, minimum=2, error=StudyError)
+        as_number(f"mode {self.name!r}: rotation", self.rotation, "deg", error=StudyError)
+
+    def _check_camera(self) -> None:
+        """``camera_parameters`` (a table of the camera's own numbers and ``allow_extrapolation``),
+        stored as sorted pairs; ``pixel_size`` (Å at the specimen) > 0. Unknown parameters are refused."""
+        from temsim.cameras import camera_model
+
+        params = self.camera_parameters
+        if isinstance(params, dict):
+            params = tuple(sorted(params.items()))
+        if not isinstance(params, tuple) or not all(isinstance(p, tuple) and len(p) == 2 for p in params):
+            raise StudyError(
+                f"mode {self.name!r}: camera_parameters must be a table, "
+                "e.g. {dqe0 = 0.7, allow_extrapolation = true}"
+            )
+        object.__setattr__(self, "camera_parameters", params)
+        if self.pixel_size is not None:
+            as_number(
+                f"mode {self.name!r}: pixel_size",
+                self.pixel_size,
+                "Å",
+                minimum=0,
+                exclusive_minimum=True,
+                error=StudyError,
+            )
+        try:
+            camera_model(self.camera_name, **dict(params))
+        except InputError as err:
+            raise StudyError(f"mode {self.name!r}: camera {self.camera_name!r}: {err}") from None
 
     @property
     def spec(self):
-        """The registry entry (:class:`temsim.modes.ModeSpec`)."""
-        return mode_spec(self.name)
+        """The registry entry (:class:`temsim.modes.ModeSpec`), or the spec of a user-named mode."""
+        return named_spec(self.name, self.kind)
 
     @property
-    def kind(self) -> str:
-        return self.spec.kind
+    def nsegments(self) -> int:
+        """Number of segments of a segmented mode (default 4)."""
+        return int(self.segments) if self.segments is not None else 4
 
     @property
     def camera_name(self) -> str:
@@ -104,6 +203,8 @@ class Mode:
         return self.spec.label(self)
 
     def angles(self, alpha: float) -> tuple[float, float]:
+        if self.inner is not None and self.outer is not None:
+            return (self.inner, self.outer)
         inner, outer = self.spec.default_angles(alpha)
         return (self.inner if self.inner is not None else inner, self.outer if self.outer is not None else outer)
 
@@ -298,9 +399,11 @@ class Study:
         Lens aberrations (probe-forming for STEM, objective for HRTEM; HRTEM adds each mode's
         defocus).
     focal_spread : float
-        Focal-spread standard deviation (Å).
-    sampling : float
-        Simulation sampling (Å).
+        Focal-spread standard deviation (Å); or give ``energy_spread`` and
+        ``chromatic_aberration``, from which it follows at each energy.
+    sampling : float or None
+        Simulation sampling (Å; the grid takes FFT-friendly point counts, so the sampling used
+        is this or slightly finer). Default 0.05 Å unless ``gpts`` is given.
     scan_step : float
         STEM probe step (Å).
     window : float
@@ -313,13 +416,31 @@ class Study:
     critical_dose : float or str or None
         Radiolysis critical dose (e/Å²) or a preset name (see ``temsim.damage``).
     knock_on : dict or None
-        ``{"element": "C", "displacement_energy": 21.5}``: displacement check at each energy.
+        ``{"element": "C" or ["C", "N"], "material": "graphene", "temperature": 300}`` (optional
+        ``displacement_energy`` eV, ``debye_temperature`` K, ``mean_square_displacement`` Å²,
+        otherwise from the damage table): knock-on and feature survival at each energy.
     target : DecisionTarget
         Decision target (false alarm / power, or probability of error; search sites).
     dose_range : (float, float)
         Doses (e/Å²) for the power-vs-dose figure.
     seed : int
         Seed for Monte-Carlo checks and noisy images.
+    gpts : (int, int) or None
+        Simulation grid points (x, y) over the cell, instead of ``sampling`` (give one).
+    aperture_edge : float or None
+        Width (mrad) of the soft edge of the probe-forming and objective apertures; ``None``:
+        one reciprocal pixel for the probe and a hard objective aperture.
+    source_size : float
+        FWHM (Å) of the Gaussian effective source: STEM signals are blurred over probe
+        positions by it (partial spatial coherence); 0 is a point source.
+    energy_spread : float
+        FWHM (eV) of the beam's energy spread; with ``chromatic_aberration`` it sets the focal
+        spread at each energy (:func:`temsim.microscopes.focal_spread_from_energy_spread`).
+    chromatic_aberration : float
+        Chromatic aberration coefficient Cc (Å).
+    microscope : str or None
+        Name of the microscope preset the optics came from (:mod:`temsim.microscopes`), for
+        reports; its energy range is checked.
     """
 
     name: str
@@ -330,7 +451,7 @@ class Study:
     semiangle_cutoff: float = 25.0
     aberrations: Aberrations = field(default_factory=Aberrations)
     focal_spread: float = 0.0
-    sampling: float = 0.05
+    sampling: float | None = None
     scan_step: float = 0.25
     window: float = 5.0
     slice_thickness: float = 2.0
@@ -341,9 +462,17 @@ class Study:
     dose_range: tuple[float, float] = (0.1, 1e7)
     seed: int = 0
     description: str = ""
+    gpts: tuple[int, int] | None = None
+    aperture_edge: float | None = None
+    source_size: float = 0.0
+    energy_spread: float = 0.0
+    chromatic_aberration: float = 0.0
+    microscope: str | None = None
 
     def __post_init__(self):
         self._check_types()
+        self._check_grid()
+        self._check_optics()
         if not self.energies:
             raise StudyError("microscope.energies is empty: give at least one energy in eV")
         for e in self.energies:
@@ -354,18 +483,83 @@ class Study:
         lo, hi = self.dose_range
         if not (0 < lo < hi):
             raise StudyError(f"dose.range must satisfy 0 < min < max (e/Å²), got {self.dose_range!r}")
-        for name in ("sampling", "scan_step", "window", "slice_thickness", "semiangle_cutoff"):
+        for name in ("scan_step", "window", "slice_thickness", "semiangle_cutoff"):
             if not getattr(self, name) > 0:
                 raise StudyError(f"{name} must be positive, got {getattr(self, name)!r}")
         labels = [m.label for m in self.modes]
-        if len(set(labels)) != len(labels):
-            raise StudyError(f"modes repeat: {labels}")
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise StudyError(
+                f"modes repeat: {', '.join(map(repr, repeated))} appear(s) more than once ({labels}); give each "
+                'mode its own name, e.g. {name = "MAADF", kind = "annular", inner = 40, outer = 100}'
+            )
         object.__setattr__(self, "seed", as_number("seed", self.seed, integer=True, minimum=0, error=StudyError))
         self._check_phonons()
         self._check_damage()
         self.feature.check_specimen(self.atoms)
         if self.feature.kind in ("substitution", "vacancy"):
             self.feature_site()  # a site that does not exist or holds another element is refused now
+
+    def _check_grid(self) -> None:
+        """``sampling`` or ``gpts``, not both (default sampling 0.05 Å)."""
+        if self.gpts is not None:
+            if self.sampling is not None:
+                raise StudyError(
+                    "simulation.sampling and simulation.gpts both set the grid; give one (gpts = [nx, ny] "
+                    "points over the cell, or sampling in Å)"
+                )
+            gpts = self.gpts
+            if isinstance(gpts, (str, bytes)) or not hasattr(gpts, "__len__") or len(gpts) != 2:
+                raise StudyError(f"simulation.gpts must be two integers [nx, ny], got {gpts!r}")
+            gpts = tuple(
+                as_number(f"simulation.gpts[{i}]", g, integer=True, minimum=2, error=StudyError)
+                for i, g in enumerate(gpts)
+            )
+            object.__setattr__(self, "gpts", gpts)
+            return
+        if self.sampling is None:
+            object.__setattr__(self, "sampling", 0.05)
+        as_number("simulation.sampling", self.sampling, "Å", minimum=0, exclusive_minimum=True, error=StudyError)
+
+    def _check_optics(self) -> None:
+        """Aperture edge, source size, energy spread and Cc: finite, ≥ 0 and not contradictory."""
+        for key, unit in (
+            ("source_size", "Å"),
+            ("energy_spread", "eV"),
+            ("chromatic_aberration", "Å"),
+            ("focal_spread", "Å"),
+        ):
+            as_number(f"microscope.{key}", getattr(self, key), unit, minimum=0, error=StudyError)
+        if self.aperture_edge is not None:
+            as_number("microscope.aperture_edge", self.aperture_edge, "mrad", minimum=0, error=StudyError)
+        if self.energy_spread > 0 and self.focal_spread > 0:
+            raise StudyError(
+                "microscope.focal_spread and microscope.energy_spread both set the focal spread; give one "
+                "(energy_spread with chromatic_aberration gives it at each energy)"
+            )
+        if self.energy_spread > 0 and not self.chromatic_aberration > 0:
+            raise StudyError(
+                "microscope.energy_spread needs microscope.chromatic_aberration (Cc, Å) to set a focal spread"
+            )
+        if self.microscope is not None:
+            low, high = _microscope_preset(self.microscope)["energies"]
+            outside = [e for e in self.energies if not low <= float(e) <= high]
+            if outside:
+                raise StudyError(
+                    f"microscope preset {self.microscope!r} describes {low / 1e3:g}–{high / 1e3:g} kV; energies "
+                    f"{[float(e) for e in outside]} eV are outside it (choose another preset or give the optics keys)"
+                )
+
+    def grid_keys(self) -> dict:
+        """``{"sampling": Å}`` or ``{"gpts": (nx, ny)}``: the grid keys for :class:`temsim.Potential`."""
+        return {"gpts": self.gpts} if self.gpts is not None else {"sampling": self.sampling}
+
+    def focal_spread_at(self, energy: float) -> float:
+        """Focal-spread standard deviation (Å) at ``energy`` (eV): ``focal_spread``, or the one
+        that ``energy_spread`` and ``chromatic_aberration`` give there."""
+        if self.energy_spread > 0:
+            return focal_spread_from_energy_spread(energy, self.energy_spread, self.chromatic_aberration)
+        return float(self.focal_spread)
 
     def _check_types(self) -> None:
         if not isinstance(self.name, str):
@@ -412,22 +606,12 @@ class Study:
                 raise StudyError(f"damage.critical_dose: {err}") from None
         if self.knock_on is None:
             return
-        if (
-            not isinstance(self.knock_on, dict)
-            or "element" not in self.knock_on
-            or "displacement_energy" not in self.knock_on
-        ):
-            raise StudyError(f"knock_on must be a dict with element and displacement_energy, got {self.knock_on!r}")
-        unknown = set(self.knock_on) - {"element", "displacement_energy", "temperature", "debye_temperature"}
+        if not isinstance(self.knock_on, dict) or "element" not in self.knock_on:
+            raise StudyError(f"knock_on must be a dict with an element (and its damage data), got {self.knock_on!r}")
+        unknown = set(self.knock_on) - set(_KNOCK_ON_KEYS)
         if unknown:
-            raise StudyError(f"unknown knock_on key(s) {sorted(unknown)}")
-        element = self.knock_on["element"]
-        present = set(self.atoms.get_chemical_symbols()) | {self.feature.element} - {None}
-        if element not in present:
-            raise StudyError(
-                f"damage.knock_on_element {element!r} is not in the specimen or the feature "
-                f"(elements: {', '.join(sorted(present))})"
-            )
+            raise StudyError(f"unknown knock_on key(s) {sorted(unknown)}; valid keys are {', '.join(_KNOCK_ON_KEYS)}")
+        _check_knock_on(self.knock_on, self.energies, set(self.atoms.get_chemical_symbols()) | {self.feature.element})
 
     def feature_site(self) -> dict:
         """Where the feature acts (see :meth:`Feature.locate`), on the prepared H0 structure."""
@@ -488,22 +672,55 @@ _SCHEMA = {
         "height": None,
         "file": None,
     },
-    "microscope": {"energies": None, "semiangle_cutoff": None, "aberrations": None, "focal_spread": None},
+    "microscope": {
+        "preset": None,
+        "energies": None,
+        "semiangle_cutoff": None,
+        "aberrations": None,
+        "focal_spread": None,
+        "energy_spread": None,
+        "chromatic_aberration": None,
+        "source_size": None,
+        "aperture_edge": None,
+    },
     "modes": None,
     "phonons": {"num_configs": None, "sigma": None, "seed": None},
     "dose": {"range": None},
     "damage": {
         "critical_dose": None,
+        "material": None,
         "knock_on_element": None,
         "displacement_energy": None,
         "temperature": None,
         "debye_temperature": None,
+        "mean_square_displacement": None,
     },
     "decision": {"false_alarm": None, "power": None, "probability_of_error": None, "search_sites": None},
-    "simulation": {"sampling": None, "scan_step": None, "window": None, "slice_thickness": None, "seed": None},
+    "simulation": {
+        "sampling": None,
+        "gpts": None,
+        "scan_step": None,
+        "window": None,
+        "slice_thickness": None,
+        "seed": None,
+    },
 }
 
-_MODE_KEYS = {"name", "inner", "outer", "camera", "detector", "defocus", "max_angle", "binning"}
+_MODE_KEYS = {
+    "name",
+    "kind",
+    "inner",
+    "outer",
+    "camera",
+    "detector",
+    "defocus",
+    "max_angle",
+    "binning",
+    "segments",
+    "rotation",
+    "pixel_size",
+    "camera_parameters",
+}
 #: Numeric mode keys: (unit, as_number bounds).
 _MODE_NUMBERS = {
     "inner": ("mrad", {"minimum": 0}),
@@ -511,6 +728,17 @@ _MODE_NUMBERS = {
     "defocus": ("Å", {}),
     "max_angle": ("mrad", {"minimum": 0, "exclusive_minimum": True}),
     "binning": ("", {"integer": True, "minimum": 1}),
+    "segments": ("", {"integer": True, "minimum": 2}),
+    "rotation": ("deg", {}),
+    "pixel_size": ("Å", {"minimum": 0, "exclusive_minimum": True}),
+}
+#: Optics keys of [microscope] that are single numbers ≥ 0, and their units.
+_OPTICS_NUMBERS = {
+    "focal_spread": "Å",
+    "energy_spread": "eV",
+    "chromatic_aberration": "Å",
+    "source_size": "Å",
+    "aperture_edge": "mrad",
 }
 _SIMULATION_NUMBERS = {"sampling": "Å", "scan_step": "Å", "window": "Å", "slice_thickness": "Å"}
 
@@ -613,7 +841,10 @@ def _mode(i: int, item) -> Mode:
             f"unknown key(s) {sorted(unknown)} in modes[{i}]; valid keys are {sorted(_MODE_KEYS - {'detector'})}"
         )
     if "name" not in item:
-        raise StudyError(f"modes[{i}] needs a name (one of {', '.join(MODES)})")
+        raise StudyError(f"modes[{i}] needs a name (one of {', '.join(MODES)}, or your own with a kind)")
+    for key in ("name", "kind", "camera"):
+        if key in item and not isinstance(item[key], str):
+            raise StudyError(f"modes[{i}].{key} must be a string, got {item[key]!r}")
     if "detector" in item:
         warnings.warn(
             f"modes[{i}].detector is deprecated; write camera = {item['detector']!r}", DeprecationWarning, stacklevel=4
@@ -643,16 +874,24 @@ def _microscope(micro: dict) -> dict:
         out["semiangle_cutoff"] = _number(
             "microscope.semiangle_cutoff", micro["semiangle_cutoff"], "mrad", minimum=0, exclusive_minimum=True
         )
-    if "aberrations" in micro:
-        coefficients = _table("microscope.aberrations", micro["aberrations"])
+    preset = _microscope_preset(micro["preset"]) if "preset" in micro else None
+    coefficients = dict(preset["aberrations"]) if preset else {}
+    if "aberrations" in micro:  # explicit coefficients override the preset's, one by one
+        table = _table("microscope.aberrations", micro["aberrations"])
+        coefficients.update({k: _number(f"microscope.aberrations.{k}", v, "Å") for k, v in table.items()})
+    if coefficients:
         try:
-            out["aberrations"] = Aberrations(
-                **{k: _number(f"microscope.aberrations.{k}", v, "Å") for k, v in coefficients.items()}
-            )
+            out["aberrations"] = Aberrations(**coefficients)
         except TypeError as err:
             raise StudyError(f"microscope.aberrations: {err}") from None
-    if "focal_spread" in micro:
-        out["focal_spread"] = _number("microscope.focal_spread", micro["focal_spread"], "Å", minimum=0)
+    if preset:
+        out["microscope"] = micro["preset"]
+        if "focal_spread" not in micro:  # an explicit focal spread replaces the preset's energy spread
+            out.update(energy_spread=preset["energy_spread"], chromatic_aberration=preset["chromatic_aberration"])
+        out["source_size"] = preset["source_size"]
+    for key, unit in _OPTICS_NUMBERS.items():
+        if key in micro:
+            out[key] = _number(f"microscope.{key}", micro[key], unit, minimum=0)
     return out
 
 
@@ -670,6 +909,40 @@ def _phonons(data: dict) -> dict:
     return out
 
 
+#: Keys of :attr:`Study.knock_on` (``element`` is a symbol or a list of symbols).
+_KNOCK_ON_KEYS = (
+    "element",
+    "material",
+    "displacement_energy",
+    "temperature",
+    "debye_temperature",
+    "mean_square_displacement",
+)
+
+
+def _check_knock_on(spec: dict, energies, present: set) -> None:
+    """Every knock-on element is in the specimen and has its damage data (table or study keys)."""
+    elements = spec["element"]
+    elements = [elements] if isinstance(elements, str) else elements
+    if not isinstance(elements, (list, tuple)) or not elements or not all(isinstance(e, str) for e in elements):
+        raise StudyError(f"damage.knock_on_element must be an element symbol or a list of them, got {elements!r}")
+    if "displacement_energy" in spec and len(elements) > 1:
+        raise StudyError(
+            "damage.displacement_energy applies to one element; with several knock_on_element values "
+            "give damage.material and let the damage table supply each E_d"
+        )
+    for element in elements:
+        if element not in present - {None}:
+            raise StudyError(
+                f"damage.knock_on_element {element!r} is not in the specimen or the feature "
+                f"(elements: {', '.join(sorted(present - {None}))})"
+            )
+        try:
+            damage_channels.knock_on_channel(element, float(energies[0]), spec, 0.1)
+        except InputError as err:
+            raise StudyError(f"damage: {err}") from None
+
+
 def _damage(damage: dict) -> dict:
     out: dict[str, Any] = {}
     if "critical_dose" in damage:
@@ -679,18 +952,19 @@ def _damage(damage: dict) -> dict:
             if isinstance(dc, str)
             else _number("damage.critical_dose", dc, "e/Å²", minimum=0, exclusive_minimum=True)
         )
+    knock_keys = set(damage) - {"critical_dose"}
+    if knock_keys and "knock_on_element" not in damage:
+        raise StudyError(f"damage.{sorted(knock_keys)[0]} needs damage.knock_on_element (the host element(s) at risk)")
     if "knock_on_element" in damage:
-        if "displacement_energy" not in damage:
-            raise StudyError("damage.displacement_energy (eV) is required with damage.knock_on_element")
-        out["knock_on"] = {
-            "element": damage["knock_on_element"],
-            "displacement_energy": _number(
-                "damage.displacement_energy", damage["displacement_energy"], "eV", minimum=0, exclusive_minimum=True
-            ),
-        }
-        for key in ("temperature", "debye_temperature"):
+        out["knock_on"] = {"element": damage["knock_on_element"]}
+        if "material" in damage:
+            out["knock_on"]["material"] = damage["material"]
+        units = {"displacement_energy": "eV", "temperature": "K", "debye_temperature": "K"}
+        units["mean_square_displacement"] = "Å²"
+        for key, unit in units.items():
             if key in damage:
-                out["knock_on"][key] = _number(f"damage.{key}", damage[key], "K", minimum=0)
+                strict = key != "temperature"
+                out["knock_on"][key] = _number(f"damage.{key}", damage[key], unit, minimum=0, exclusive_minimum=strict)
     return out
 
 
@@ -715,6 +989,8 @@ def _simulation(simulation: dict) -> dict:
     for key, value in simulation.items():
         if key == "seed":
             out[key] = _number("simulation.seed", value, integer=True, minimum=0)
+        elif key == "gpts":
+            out[key] = _numbers("simulation.gpts", value, length=2, integer=True, minimum=2)
         else:
             out[key] = _number(f"simulation.{key}", value, _SIMULATION_NUMBERS[key], minimum=0, exclusive_minimum=True)
     return out
