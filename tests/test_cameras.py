@@ -326,3 +326,17 @@ def test_a_coarse_camera_pixel_loses_the_contrast_beyond_its_nyquist_frequency()
     ideal = _j(_fringe_rates("ideal", k=k))
     assert resolved == pytest.approx(float(model.dqe(k / 2, 0.0)) * ideal, rel=0.02)
     assert _j(_fringe_rates("counting-ded", k=k, pixel_size=0.2)) == 0.0  # 0.75 cycles/pixel > Nyquist
+
+
+def test_the_report_prints_the_status_and_source_of_every_camera_number():
+    from temsim.planning import _rates_of
+    from temsim.report import _camera_section
+
+    sims = _sims({"H0": np.full(4, 0.02), "H1": np.full(4, 0.03)}, (100e3, 150e3), 0.09)
+    rates = xr.Dataset({"HAADF": _rates_of(SimpleNamespace(energies=(100e3, 150e3)), _mode("timepix4"), sims, 1)})
+    text = "\n".join(_camera_section(SimpleNamespace(rates=rates)))
+    assert "**HAADF, 100 kV:** timepix4 (DQE(0) = 0.9)" in text and "**HAADF, 150 kV:**" in text
+    for key, entry in camera_table()["timepix4"]["parameters"].items():
+        assert text.count(f"* {key} = ") == 2 and entry["status"] in text
+    assert "mtf_f1 = 0.1662 cycles/pixel — fitted;" in text and "interpolated linearly between 100 and 200 keV" in text
+    assert "doi:10.48550/arXiv.2411.16258" in text

@@ -25,7 +25,15 @@ from importlib import resources
 
 from temsim.errors import InputError
 
-__all__ = ["CameraNumber", "camera_table", "resolve_preset", "characterised_range", "provenance_rows", "STATUSES"]
+__all__ = [
+    "CameraNumber",
+    "camera_table",
+    "resolve_preset",
+    "characterised_range",
+    "provenance_rows",
+    "describe_number",
+    "STATUSES",
+]
 
 #: Allowed statuses, weakest first (an interpolated number takes the weaker of its two ends).
 STATUSES = ("representative", "fitted", "measured", "definition")
@@ -189,3 +197,11 @@ def resolve_preset(
 def provenance_rows(model) -> list[tuple]:
     """Report rows ``(name, value, unit, status, conditions, source, doi, where)`` of a camera model."""
     return [tuple(r) for r in getattr(model, "provenance", ())]
+
+
+def describe_number(row) -> str:
+    """One report line for a provenance row: value, unit, status, conditions and source."""
+    name, value, unit, status, conditions, source, doi, where = row
+    shown = "inf" if value is None else f"{value:.4g}"
+    cite = source + (f", doi:{doi}" if doi else "") + (f", {where}" if where else "")
+    return f"{name} = {shown} {unit if unit != '1' else ''}".rstrip() + f" — {status}; {conditions}; {cite}"

@@ -19,8 +19,10 @@ import re
 
 import numpy as np
 
+from temsim.damage_channels import format_damage_dose
 from temsim.errors import TemsimError
 from temsim.modes import DISPLAYS, mode_spec
+from temsim.plan_file import write_plan
 
 __all__ = [
     "write_report",
@@ -110,12 +112,80 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _fmt_margin(value: float) -> str:
+    """Budget / dose with two digits; ``"> 1e6"`` above a million (no false precision)."""
+    if value is None or math.isnan(value):
+        return "—"
+    return "> 1e6" if value > 1e6 else f"{value:.2g}"
+
+
+def _fmt_survival(value: float) -> str:
+    """Feature survival probability: ``"1"`` when its complement is below 1e-4, else 4 decimals at most."""
+    if value is None or math.isnan(value):
+        return "—"
+    return "1 (> 0.9999)" if value > 0.9999 else f"{math.floor(value * 1e4) / 1e4:.4g}"
+
+
+def _damage_section(result) -> list:
+    """Per energy: every damage channel with its dose, then every damage number used with status and source."""
+    ds = result.dataset
+    if ds is None or "damage_channel_summary" not in ds:
+        return []
+    lines = ["## Damage channels and the data they use", ""]
+    for ei, energy in enumerate(ds.energy.values):
+        channels = str(ds.damage_channel_summary.values[ei])
+        lines.append(f"**{float(energy) / 1e3:g} kV** (budget: the smallest dose below)")
+        lines += [f"* {line}" for line in channels.splitlines()] or ["* no damage limit given"]
+        lines.append("")
+    sources = dict.fromkeys(
+        line for ei in range(ds.sizes["energy"]) for line in str(ds.damage_sources.values[ei]).splitlines()
+    )
+    if sources:
+        lines += ["Damage numbers used (value — status; source):", ""]
+        lines += [f"* {line}" for line in sources]
+        lines.append("")
+    lines += [
+        "Damage figures carry two significant digits; budgets above 1e12 e/Å² are shown as > 1e12, and a "
+        "knock-on channel whose displacement probability per atom stays below 1e-12 at 1e12 e/Å² is "
+        "reported as none (see docs/planning.md).",
+        "",
+    ]
+    return lines
+
+
+def _camera_section(result) -> list:
+    """Per mode and energy: the camera's numbers with status and source (temsim/data/cameras.toml)."""
+    import json
+
+    from temsim.camera_data import describe_number
+
+    rates = getattr(result, "rates", None)
+    if rates is None:
+        return []
+    lines = ["## Cameras and the numbers they use", ""]
+    for label, da in rates.data_vars.items():
+        provenance = json.loads(da.attrs.get("camera_provenance", "{}"))
+        efficiencies = da.attrs.get("efficiency_by_energy", [])
+        for (energy, rows), eta in zip(provenance.items(), efficiencies):
+            lines.append(f"**{label}, {float(energy) / 1e3:g} kV:** {da.attrs.get('camera')} (DQE(0) = {eta:.3g})")
+            lines += [f"* {describe_number(row)}" for row in rows]
+            lines.append("")
+    lines += [
+        "Status: measured (a published characterisation), fitted (a model fitted to one), representative "
+        "(a class value, not a device: replace it by your camera's measured value), override (given in the "
+        "study). Image modes use the camera's DQE(f), read at the camera pixel (the mode's pixel_size, "
+        "default the simulation sampling); see docs/dose-detectors-damage.md.",
+        "",
+    ]
+    return lines
+
+
 def format_table(result) -> str:
     """Markdown table: mode × energy, minimum dose, interval, budget, margin, verdict."""
     lines = [
         "| mode | energy (kV) | minimum dose (e/Å²) | phonon interval | Rose (summed) | budget (e/Å²) | margin | "
-        "MC false alarm / power | verdict | without damage (e/Å²) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "feature survival | MC false alarm / power | verdict | without damage (e/Å²) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result.table:
         interval = f"{_fmt(row['dose_low'])}–{_fmt(row['dose_high'])}" if not math.isnan(row["dose_low"]) else "—"
@@ -129,7 +199,8 @@ def format_table(result) -> str:
                 mc += " ⚠"
         lines.append(
             f"| {row['mode']} | {row['energy'] / 1e3:g} | {_fmt(row['required_dose'])} | {interval} | "
-            f"{_fmt(row['rose_dose'])} | {_fmt(row['budget'])} | {_fmt(row['margin'])} | {mc} | "
+            f"{_fmt(row['rose_dose'])} | {format_damage_dose(row['budget'])} | {_fmt_margin(row['margin'])} | "
+            f"{_fmt_survival(row.get('survival_probability', math.nan))} | {mc} | "
             f"{row['verdict']} | {_fmt(row['undamaged_dose'])} |"
         )
     return "\n".join(lines)
@@ -178,7 +249,8 @@ def _figure_power(result, path: str) -> None:
 def _noisy_display(signal: dict, dose: float, rng) -> np.ndarray:
     """A noisy realization (H1) of the mode's usual display at ``dose`` (see :mod:`temsim.modes`)."""
     counts = rng.poisson(np.maximum(signal["rate_h1"], 0) * dose).astype(float)
-    return DISPLAYS[mode_spec(signal["name"]).display](counts, signal)
+    display = signal.get("display") or mode_spec(signal["name"]).display
+    return DISPLAYS[display](counts, signal)
 
 
 def _figure_noisy(result, path: str) -> None:
@@ -220,7 +292,8 @@ def _summary(result) -> str:
             e = row["energy"]
             if e not in best or row["required_dose"] < best[e]["required_dose"]:
                 best[e] = row
-    site = result.dataset.attrs.get("feature_site_description", "") if result.dataset is not None else ""
+    attrs = result.dataset.attrs if result.dataset is not None else {}
+    site = attrs.get("feature_site_description", "")
     lines = [
         f"# temsim plan: {study.name}",
         "",
@@ -228,8 +301,10 @@ def _summary(result) -> str:
         "",
         f"* Feature: {study.feature.describe()}" + (f" ({site})" if site else ""),
         f"* Decision target: {study.target.describe()} (required J = {study.target.required_j:.2f})",
-        f"* Probe/objective semiangle {study.semiangle_cutoff:g} mrad; sampling {study.sampling:g} Å; "
+        f"* Probe/objective semiangle {study.semiangle_cutoff:g} mrad; "
         f"scan step {study.scan_step:g} Å over a {study.window:g} Å window around the feature",
+        f"* Simulation grid used: {attrs.get('grid', f'sampling {study.sampling} Å')}",
+        f"* Optics: {attrs.get('optics', '')}",
         f"* Frozen phonons: {study.phonons or 'none (static lattice)'}",
         "",
     ]
@@ -245,6 +320,8 @@ def _summary(result) -> str:
         format_table(result),
         "",
     ]
+    lines += _damage_section(result)
+    lines += _camera_section(result)
     flagged = [r for r in result.table if r.get("mc_note")]
     if flagged:
         lines += ["**Monte-Carlo check (⚠):** the exact Poisson check misses the target at the reported dose:", ""]
@@ -259,7 +336,8 @@ def _summary(result) -> str:
         "footprint (|contrast|, so mixed signs do not cancel), at the same SNR the target needs; it never "
         "asks for less dose than the likelihood-ratio test. See docs/planning.md.",
         "",
-        "Files: `plan.nc` (everything, including the expected counts per channel `rates[<mode>]`), "
+        "Files: `plan.nc` (everything: the table's columns at its root, the expected counts per channel of "
+        "each mode in the group `signals/<mode>`; `xarray.open_datatree`, see docs/planning.md), "
         "`detection_power.png`, "
         "`noisy_signals.png`.",
     ]
@@ -284,9 +362,7 @@ def write_report(result, directory: str, overwrite: bool = False) -> dict:
         )
     try:
         os.makedirs(directory, exist_ok=True)
-        tmp = paths["plan.nc"] + ".tmp"
-        result.dataset.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=True)
-        os.replace(tmp, paths["plan.nc"])
+        write_plan(paths["plan.nc"], result.dataset, result.rates)  # atomic: temporary name, then rename
         _figure_power(result, paths["detection_power.png"])
         _figure_noisy(result, paths["noisy_signals.png"])
         _atomic_write_text(paths["report.md"], _summary(result))
