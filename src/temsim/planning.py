@@ -31,9 +31,10 @@ import numpy as np
 import xarray as xr
 
 import temsim
-from temsim import compute, damage_channels, detection
+from temsim import acquisitions, compute, damage_channels, detection, exit_waves, optimal_detector, quantum_limit
 from temsim.cameras import camera_model, dqe_whitening, whiten_contrast
 from temsim.checkpoints import input_key, load_checkpoint, save_checkpoint, study_fingerprint
+from temsim.constants import wavelength
 from temsim.imaging import hrtem_image
 from temsim.memory import available_memory, require
 from temsim.microscopes import source_blur
@@ -636,10 +637,15 @@ def _best_power(stat, target, dose: float, budget: DamageBudget, last_dose: floa
 
 def _limits(r0s: np.ndarray, r1s: np.ndarray, target, budget: DamageBudget, doses: np.ndarray) -> tuple:
     """Limits of one mode at one energy from its per-configuration rates."""
-    dc = budget.critical_dose
     stat = detection.detection_statistics(np.mean(r0s, axis=0), np.mean(r1s, axis=0))
+    return _limits_of(stat, target, budget, doses, lambda dose: _jackknife(r0s, r1s, stat, dose))
+
+
+def _limits_of(stat, target, budget: DamageBudget, doses: np.ndarray, interval) -> tuple:
+    """Limits from per-unit-dose statistics; ``interval(dose)`` gives the phonon interval."""
+    dc = budget.critical_dose
     dose = detection.required_dose(stat, target, dc)
-    low, high = _jackknife(r0s, r1s, stat, dose)
+    low, high = interval(dose)
     sigma = budget.knock_on_cross_section
     best, best_dose = _best_power(stat, target, dose, budget, doses[-1])
     values = dict(
@@ -866,6 +872,7 @@ class PlanResult:
 #: ``plan.nc`` records them (``attrs["table_columns"]``), so :func:`table_from_file` rebuilds the
 #: table from the file alone.
 TABLE_COLUMNS = ("verdict", "mc_note", "budget_basis", "camera", "channels") + TABLE_FIELDS
+TABLE_COLUMNS += ("quantum_multiple", "detector_geometry")
 
 
 def _table(study: Study, ds: xr.Dataset) -> list:
@@ -951,16 +958,218 @@ def _attrs(study: Study, monte_carlo_trials: int, site: dict, grid) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- limits of any detector
+#: Rows a plan adds after the study's modes (docs/planning.md, "Limits of any detector").
+FOUR_D_ROW = "4D bound"
+OPTIMAL_ANNULUS_ROW = "optimal annulus"
+OPTIMAL_SEGMENTED_ROW = "optimal segmented"
+QUANTUM_ROW = "quantum limit"
+#: Azimuthal bins and segment counts of the optimal segmented search.
+AZIMUTH_BINS = 24
+SEGMENT_COUNTS = (2, 4, 8)
+
+
+def exit_wave_data(study: Study, settings: ExecutionSettings | None = None) -> dict:
+    """``{energy: temsim.exit_waves.ExitWaveData}``: the 4D data and state distances of both
+    hypotheses on the planner's scan window (``{}`` for a study without STEM modes)."""
+    if not _stem_modes(study):
+        return {}
+    settings = resolve_settings(settings)
+    h0, h1, position = study.hypotheses()
+    configs = (_configurations(study, h0), _configurations(study, h1))
+    window = _scan_window(study, position, simulation_grid(study, h0).extent)
+    keys = dict(study.grid_keys(), slice_thickness=study.slice_thickness)
+    with settings.activate():
+        return {
+            e: exit_waves.lockstep_pass(_probe(study, e), configs, window, potential_keys=keys, settings=settings)
+            for e in study.energies
+        }
+
+
+def _scan_array(study: Study, data, values: np.ndarray, dims: tuple = (), coords=None) -> xr.DataArray:
+    """(hypothesis, configuration, position, ...) values over scan_x, scan_y, blurred by the source size."""
+    shape = values.shape[:2] + (data.scan_x.size, data.scan_y.size) + values.shape[3:]
+    da = xr.DataArray(
+        values.reshape(shape),
+        dims=("hypothesis", "configuration", "scan_x", "scan_y") + dims,
+        coords={"scan_x": data.scan_x, "scan_y": data.scan_y, **(coords or {})},
+    )
+    return source_blur(da, study.source_size)
+
+
+def _four_d_rates(study: Study, data) -> tuple:
+    """Every pixel of the study's first pixelated mode's camera (else a hybrid-pixel camera), binned
+    as that mode, to the band limit."""
+    pixelated = [m for m in study.modes if m.kind == "pixelated"]
+    name = pixelated[0].camera_name if pixelated else KINDS["pixelated"].default_camera
+    b = int(pixelated[0].binning) if pixelated else 1
+    nkx, nky = (data.kx.size // b) * b, (data.ky.size // b) * b
+    values = data.intensity[:, :, :, :nkx, :nky]
+    values = values.reshape(values.shape[:3] + (nkx // b, b, nky // b, b)).sum(axis=(4, 6))
+    kx, ky = (k[: (k.size // b) * b].reshape(-1, b).mean(axis=1) for k in (data.kx, data.ky))
+    eta = camera_model(name, energy=data.energy).poisson_efficiency
+    da = data.area * eta * _scan_array(study, data, values, ("kx", "ky"), {"kx": kx, "ky": ky})
+    return da, name, f"every pixel to {float(data.alpha.max()):.0f} mrad, binning {b}"
+
+
+def _masked(study: Study, data, masks, efficiency, dim: str = "segment") -> xr.DataArray:
+    """Rates of channels that sum the pixels of ``masks`` (channels, pixels)."""
+    pixels = data.intensity.reshape(data.intensity.shape[:3] + (-1,))
+    return _scan_array(study, data, acquisitions.cell_rates(pixels, masks, efficiency, data.area), (dim,))
+
+
+def _joint_rates(study: Study, data, acquisition) -> tuple:
+    """The acquisition's channels on the disjoint refinement of its detectors (one channel per cell)."""
+    grid = simulation_grid(study)
+    detectors = _stem_detectors(study, grid, data.energy)
+    modes = {m.label: m for m in study.modes}
+    masks, eff, labels = [], [], []
+    for label in acquisition.modes:
+        weights = np.asarray(detectors[label].compile(grid, data.energy, np)._weights)
+        weights = weights.reshape(tuple(grid.gpts) + (-1,))[np.ix_(*data.fft_index)]
+        for channel in weights.reshape(-1, weights.shape[-1]).T > 0.5:
+            masks.append(channel)
+            eff.append(mode_camera(modes[label], data.energy).poisson_efficiency)
+            labels.append(label)
+    cells, membership = acquisitions.refinement(np.asarray(masks))
+    efficiency = acquisitions.cell_efficiencies(membership, eff, labels)
+    cameras = "+".join(dict.fromkeys(modes[m].camera_name for m in acquisition.modes))
+    return _masked(study, data, cells, efficiency, "cell"), cameras, f"{len(cells)} cells of {len(masks)} channels"
+
+
+def _optimal_rates(study: Study, data) -> dict:
+    """``{row: (rates, camera, geometry)}`` of the best annulus and segmented ring for this feature."""
+    camera = KINDS["annular"].default_camera
+    eta = camera_model(camera, energy=data.energy).poisson_efficiency
+    alpha, phi = data.alpha.reshape(-1), data.phi.reshape(-1)
+    pixels = data.intensity.reshape(data.intensity.shape[:3] + (-1,)).mean(axis=1, dtype=np.float64)
+    r0, r1 = (data.area * eta * pixels[h] for h in (0, 1))
+    a, top = study.semiangle_cutoff, float(alpha.max())
+    step = float(abs(data.kx[1] - data.kx[0])) * 1e3 * wavelength(data.energy)
+    standard = [e for m in _stem_modes(study) for e in m.angles(a)] + [0.0, a / 2, a, 3 * a, max(3 * a, 50.0)]
+    edges = np.union1d(np.arange(0.0, top, step), [e for e in standard if e <= top])
+    annulus = optimal_detector.optimal_annulus(r0, r1, alpha, edges)
+    reach = min(top, 4 * a)
+    rings = np.union1d(np.linspace(0.0, reach, 17), [e for e in standard if e <= reach])
+    ring = optimal_detector.optimal_segmented(
+        r0, r1, alpha, phi, rings, n_azimuth=AZIMUTH_BINS, segment_counts=SEGMENT_COUNTS
+    )
+    one = _masked(study, data, optimal_detector.annulus_masks(alpha, annulus), [eta]).squeeze("segment", drop=True)
+    masks = optimal_detector.segment_masks(alpha, phi, ring, AZIMUTH_BINS)
+    return {
+        OPTIMAL_ANNULUS_ROW: (one, camera, annulus.describe()),
+        OPTIMAL_SEGMENTED_ROW: (_masked(study, data, masks, np.full(len(masks), eta)), camera, ring.describe()),
+    }
+
+
+def information_rates(study: Study, waves: dict) -> tuple:
+    """Rates of the rows that :func:`exit_wave_data` adds — the 4D bound, each acquisition's joint
+    channels, the optimal annulus and segmented ring — and ``{row: (camera, {energy: geometry})}``."""
+    kinds = {m.label: m.kind for m in study.modes}
+    rows: dict = {}
+    for energy, data in waves.items():
+        found = {FOUR_D_ROW: _four_d_rates(study, data)}
+        for acquisition in acquisitions.default_acquisitions(kinds):
+            acquisitions.check_acquisition(acquisition, kinds)
+            found[acquisition.name] = _joint_rates(study, data, acquisition)
+        found.update(_optimal_rates(study, data))
+        for row, (da, camera, geometry) in found.items():
+            rows.setdefault(row, ([], camera, {}))
+            rows[row][0].append(da.expand_dims(energy=[energy]))
+            rows[row][2][energy] = geometry
+    rates = xr.Dataset()
+    for row, (arrays, _, _) in rows.items():
+        da = xr.concat(arrays, dim="energy", join="outer", fill_value=np.nan)
+        rates[row] = da.transpose("energy", "hypothesis", "configuration", ...).assign_attrs(units=RATE_UNITS)
+    rates = rates.assign_coords(hypothesis=list(HYPOTHESES))
+    return rates, {row: (camera, geometry) for row, (_, camera, geometry) in rows.items()}
+
+
+def _quantum_row(study: Study, waves: dict, template: xr.Dataset) -> tuple:
+    """The quantum limit as one row shaped like ``template`` (one row of a decided dataset)."""
+    row = template.copy(deep=True).assign_coords(mode=[QUANTUM_ROW])
+    budgets, doses = _study_budgets(study), _study_doses(study)
+    j_q = {}
+    for ei, energy in enumerate(row.energy.values):
+        data = waves[float(energy)]
+        h = _scan_array(study, data, data.distance[None]).isel(hypothesis=0).mean("configuration")
+        stat = quantum_limit.quantum_statistics(h.values, data.area)
+        j_q[float(energy)] = stat.j_per_dose
+        values, curve = _limits_of(stat, study.target, budgets[float(energy)], doses, lambda dose: (np.nan, np.nan))
+        row["channels"].values[0, ei] = values.pop("channels")
+        for name, value in values.items():
+            row[name].values[0, ei] = value
+        row["detection_power"].values[0, ei] = curve
+    row["rose_dose"].values[:] = np.nan
+    for name in MONTE_CARLO_FIELDS:
+        row[name].values[:] = np.nan
+    row["mc_note"].values[:] = ""
+    row["verdict"].values[:] = verdicts(row).values
+    return row.assign(camera=("mode", ["any detector"])), j_q
+
+
+def _with_rows(ds: xr.Dataset, extra: xr.Dataset) -> xr.Dataset:
+    """``ds`` with the rows of ``extra`` appended along ``mode`` (fields it lacks: NaN or "")."""
+    moded = [name for name in ds.data_vars if "mode" in ds[name].dims]
+    parts = []
+    for name in moded:
+        if name in extra:
+            parts.append(xr.concat([ds[name], extra[name]], dim="mode"))
+            continue
+        filler = "" if ds[name].dtype.kind in "US" else np.nan
+        blank = xr.full_like(ds[name].isel(mode=[0]), filler).reindex(mode=extra.mode.values, fill_value=filler)
+        parts.append(xr.concat([ds[name], blank.astype(ds[name].dtype)], dim="mode"))
+    return ds.drop_vars(moded + ["mode"]).assign({da.name: da for da in parts})
+
+
+def information_rows(study: Study, waves: dict, ds: xr.Dataset, monte_carlo_trials: int = 2000) -> xr.Dataset:
+    """The plan dataset ``ds`` with the rows of the limits of any detector appended and two columns:
+    ``quantum_multiple`` (each row's dose as a multiple of the quantum-limit dose, without damage:
+    ``j_Q / j₁``) and ``detector_geometry`` (the searched detectors, the 4D camera, the cells)."""
+    rates, described = information_rates(study, waves)
+    extra = _decided(study, rates, monte_carlo_trials, seed=study.seed + 1)
+    extra = extra.assign(camera=("mode", np.array([described[str(m)][0] for m in extra.mode.values], dtype=str)))
+    quantum, j_q = _quantum_row(study, waves, extra.isel(mode=[0]))
+    extra = xr.concat([extra, quantum], dim="mode", data_vars="minimal", coords="minimal", compat="override")
+    ds = _with_rows(ds, extra)
+    geometry = [
+        [described.get(str(m), ("", {}))[1].get(float(e), "") for e in ds.energy.values] for m in ds.mode.values
+    ]
+    stem = {m.label for m in _stem_modes(study)} | set(described) | {QUANTUM_ROW}
+    multiple = [
+        [j_q[float(e)] / j if str(m) in stem and j > 0 else np.nan for e, j in zip(ds.energy.values, row)]
+        for m, row in zip(ds.mode.values, ds.j_per_dose.values)
+    ]
+    return ds.assign(
+        quantum_multiple=(("mode", "energy"), np.array(multiple, dtype=float)),
+        detector_geometry=(("mode", "energy"), np.array(geometry, dtype=str)),
+    )
+
+
 def study_limits(study: Study, rates: xr.Dataset) -> xr.Dataset:
     """:func:`evaluate` of ``rates`` under the study's damage budgets, target and dose axis.
 
     The evaluation step of :func:`plan`, shared with sweeps (:mod:`temsim.sweeps`), which
     re-evaluate the same rates under other budgets or targets without simulating again.
     """
+    return evaluate(rates, study.target, _study_budgets(study), doses=_study_doses(study))
+
+
+def _study_budgets(study: Study) -> dict:
     feature = _feature_damage(study)
-    budgets = {e: damage_budget(e, study.critical_dose, study.knock_on, feature) for e in study.energies}
-    doses = np.logspace(math.log10(study.dose_range[0]), math.log10(study.dose_range[1]), 121)
-    return evaluate(rates, study.target, budgets, doses=doses)
+    return {e: damage_budget(e, study.critical_dose, study.knock_on, feature) for e in study.energies}
+
+
+def _study_doses(study: Study) -> np.ndarray:
+    return np.logspace(math.log10(study.dose_range[0]), math.log10(study.dose_range[1]), 121)
+
+
+def _decided(study: Study, rates: xr.Dataset, monte_carlo_trials: int, seed: int) -> xr.Dataset:
+    """Limits, Monte-Carlo checks, notes and verdicts of every variable of ``rates``."""
+    limits = study_limits(study, rates)
+    checks = monte_carlo_check(rates, limits, study.target, seed=seed, trials=monte_carlo_trials)
+    notes = monte_carlo_notes(checks, study.target).to_dataset(name="mc_note")
+    return xr.merge([limits, checks, verdicts(limits).to_dataset(name="verdict"), notes], combine_attrs="drop")
 
 
 def _feature_damage(study: Study) -> dict | None:
@@ -981,6 +1190,7 @@ def plan(
     progress: bool | None = None,
     checkpoint_dir: str | None = None,
     monte_carlo_trials: int = 2000,
+    limits_of_any_detector: bool = True,
 ) -> PlanResult:
     """Minimum detectable dose of ``study.feature`` for every mode and energy.
 
@@ -1000,6 +1210,10 @@ def plan(
         killed plan resumes where it stopped).
     monte_carlo_trials : int
         Trials per hypothesis of the exact Poisson Monte-Carlo check at each reported dose.
+    limits_of_any_detector : bool
+        Add the rows of :func:`information_rows` for STEM studies (one more pass over the probe
+        positions): the 4D bound, the joint dose of simultaneous detectors, the optimal annulus
+        and segmented ring, and the quantum limit, with each row's ``quantum_multiple``.
 
     Returns
     -------
@@ -1010,12 +1224,14 @@ def plan(
     """
     with compute.session(settings) as shared:  # one local cluster for every simulation of the plan
         rates = simulate(study, settings=shared, progress=progress, checkpoint_dir=checkpoint_dir)
-    limits = study_limits(study, rates)
-    checks = monte_carlo_check(rates, limits, study.target, seed=study.seed, trials=monte_carlo_trials)
-    notes = monte_carlo_notes(checks, study.target).to_dataset(name="mc_note")
-    ds = xr.merge([limits, checks, verdicts(limits).to_dataset(name="verdict"), notes], combine_attrs="drop")
+        waves = exit_wave_data(study, shared) if limits_of_any_detector else {}
+    ds = _decided(study, rates, monte_carlo_trials, study.seed)
     cameras = [rates[label].attrs.get("camera", "") if label in rates else "" for label in ds.mode.values]
     ds = ds.assign(camera=("mode", np.array(cameras, dtype=str)))
+    if waves:  # the 4D bound, joint acquisitions, optimal detectors and the quantum limit
+        ds = information_rows(study, waves, ds, monte_carlo_trials)
+    else:
+        ds = ds.assign(quantum_multiple=ds.j_per_dose * np.nan, detector_geometry=xr.full_like(ds.verdict, ""))
     h0, h1, _ = study.hypotheses()
     ds = ds.assign(_structures(h0, h1))
     ds.attrs.update(_attrs(study, monte_carlo_trials, study.feature_site(), simulation_grid(study, h0)))
