@@ -56,6 +56,21 @@ def test_two_worker_local_cluster_equals_the_serial_run(potential, method, tmp_p
     assert reference.attrs["frozen_phonon_configurations"] == 3
 
 
+def test_one_stream_per_thread_equals_the_serial_run(potential, tmp_path):
+    """scheduler="threads": the engine shared by two threads (locked caches, FFT buffers per
+    thread) gives the serial numbers, in memory and streamed to a store; PRISM is refused."""
+    serial = temsim.ExecutionSettings(batch_size=2, progress=False)
+    reference = temsim.scan(PROBE, potential, DETECTORS, SCAN, settings=serial, elastic=True)
+    threads = serial.replace(scheduler="threads", workers=2)
+    for output in (None, tmp_path / "scan.nc"):
+        result = temsim.scan(PROBE, potential, DETECTORS, SCAN, settings=threads, elastic=True, output=output)
+        for name in reference.data_vars:
+            scale = float(np.abs(reference[name.removesuffix("_diffuse").removesuffix("_elastic")].values).max())
+            np.testing.assert_allclose(result[name].values, reference[name].values, rtol=1e-6, atol=1e-6 * scale)
+    with pytest.raises(temsim.InputError, match="scheduler='threads'.*prism"):
+        temsim.scan(PROBE, potential, DETECTORS, SCAN, settings=threads, method="prism", interpolation=(2, 1))
+
+
 class _Failing(temsim.solvers.multislice.MultisliceEngine):
     """An engine that fails on the probes of the second batch (to test error reporting)."""
 
@@ -80,7 +95,9 @@ def test_worker_errors_name_the_unit_and_keep_the_worker_traceback():
 
 
 def test_cluster_settings_are_checked():
-    with pytest.raises(temsim.InputError, match="scheduler must be None, 'local' or a dask scheduler address"):
+    with pytest.raises(
+        temsim.InputError, match="scheduler must be None, 'threads', 'local' or a dask scheduler address"
+    ):
         temsim.ExecutionSettings(scheduler="slurm")
     with pytest.raises(temsim.InputError, match="workers applies to scheduler='local'"):
         temsim.ExecutionSettings(workers=2)

@@ -101,10 +101,16 @@ def main(argv=None) -> int:
     p.add_argument(
         "--scheduler",
         default=None,
-        help="run the scans' work units on dask.distributed: 'local' (a cluster on this machine, started for "
-        "the run) or a scheduler address such as tcp://host:8786 (default: in this process)",
+        help="where the scans' work units run: 'threads' (this process, one single-threaded probe stream per "
+        "core), 'local' (a dask.distributed cluster on this machine, started for the run) or a dask scheduler "
+        "address such as tcp://host:8786 (default: in this process, one unit at a time with threaded FFTs)",
     )
-    p.add_argument("--workers", type=_jobs, default=None, help="worker processes of --scheduler local (≥ 1)")
+    p.add_argument(
+        "--workers",
+        type=_jobs,
+        default=None,
+        help="worker processes (--scheduler local) or threads (--scheduler threads), ≥ 1",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     compare_cli.add_parser(sub)
     args = parser.parse_args(argv)

@@ -67,7 +67,7 @@ def _run_group(task: Callable, units: Sequence, settings) -> list:
                 out.append((unit, task(unit)))
             except Exception as err:  # any failure is re-raised with the unit and the worker's traceback
                 raise UnitError(
-                    f"work unit {unit} failed in a dask worker: {type(err).__name__}: {err}\n"
+                    f"work unit {unit} failed in a worker: {type(err).__name__}: {err}\n"
                     f"worker traceback:\n{traceback.format_exc()}"
                 ) from None
     return out
@@ -111,6 +111,9 @@ def execute(units: Sequence, task: Callable, sink, settings, bar, *, group: Call
                 sink.write(unit, task(unit))
                 bar.update(unit.stop - unit.start)
         return
+    if settings.scheduler == "threads":
+        _execute_threads(todo, task, sink, settings, bar, group)
+        return
     from distributed import as_completed
 
     with _client(settings) as (client, worker_settings):
@@ -122,6 +125,32 @@ def execute(units: Sequence, task: Callable, sink, settings, bar, *, group: Call
             for unit, values in future.result():
                 sink.write(unit, values)
                 bar.update(unit.stop - unit.start)
+
+
+def _execute_threads(todo: Sequence, task: Callable, sink, settings, bar, group) -> None:
+    """``scheduler="threads"``: ``workers`` threads of this process, each running whole groups
+    with its share of the cores as FFT threads (FFTs and array arithmetic release the GIL).
+
+    The engine must be safe to share between threads (its caches are locked and its FFT buffers
+    are per thread); results reach the sink in this thread as they complete.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    n, threads = local_cluster_layout(settings.workers, settings.threads)
+    worker_settings = settings.replace(scheduler=None, workers=None, threads=threads, progress=False)
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="temsim-unit") as pool:
+        pending = {pool.submit(_run_group, task, units, worker_settings) for units in _groups(todo, group)}
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    for unit, values in future.result():
+                        sink.write(unit, values)
+                        bar.update(unit.stop - unit.start)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
 
 
 @contextlib.contextmanager

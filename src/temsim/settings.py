@@ -58,14 +58,17 @@ class ExecutionSettings:
         give bit-identical numbers from run to run on one machine. ``"estimate"`` picks them
         by rule: no timing and no cache file, equally reproducible, but up to 10× slower per
         FFT on some grids (measured at 256² and 512²).
-    scheduler : {None, "local"} or str, optional
+    scheduler : {None, "threads", "local"} or str, optional
         Where the work units of scans run (:mod:`temsim.compute`): ``None`` (default) in this
-        process; ``"local"`` a dask.distributed LocalCluster started for the run; a scheduler
+        process, one unit after the other, each using ``threads`` FFT threads; ``"threads"``
+        in this process, ``workers`` units at a time (default one per core), each on one
+        core (single-threaded FFTs: on small grids one probe stream per core beats threaded
+        FFTs); ``"local"`` a dask.distributed LocalCluster started for the run; a scheduler
         address (``"tcp://host:8786"``) an existing cluster. Results equal a serial run to
         float32 rounding. A single plane wave (``multislice``) always runs in this process.
     workers : int, optional
-        Worker processes of ``scheduler="local"`` (default: one per core; the cores are shared
-        out as FFT threads).
+        Worker processes of ``scheduler="local"`` or worker threads of ``scheduler="threads"``
+        (default: one per core; the cores are shared out as FFT threads).
     """
 
     device: Device = "cpu"
@@ -91,16 +94,19 @@ class ExecutionSettings:
         if self.threads is not None:
             object.__setattr__(self, "threads", as_number("threads", self.threads, integer=True, minimum=1))
         if self.scheduler is not None and (
-            not isinstance(self.scheduler, str) or not (self.scheduler == "local" or "://" in self.scheduler)
+            not isinstance(self.scheduler, str)
+            or not (self.scheduler in ("local", "threads") or "://" in self.scheduler)
         ):
             raise InputError(
-                f"scheduler must be None, 'local' or a dask scheduler address such as 'tcp://host:8786', "
+                f"scheduler must be None, 'threads', 'local' or a dask scheduler address such as 'tcp://host:8786', "
                 f"got {self.scheduler!r}"
             )
         if self.workers is not None:
             object.__setattr__(self, "workers", as_number("workers", self.workers, integer=True, minimum=1))
-            if self.scheduler != "local":
-                raise InputError("workers applies to scheduler='local' (an existing cluster has its own workers)")
+            if self.scheduler not in ("local", "threads"):
+                raise InputError(
+                    "workers applies to scheduler='local' or 'threads' (an existing cluster has its own workers)"
+                )
         if self.progress is not None and not isinstance(self.progress, bool):
             raise InputError(f"progress must be True, False or None, got {self.progress!r}")
 

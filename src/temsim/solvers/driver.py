@@ -209,6 +209,11 @@ def run_scan(
         raise InputError("give at least one detector, e.g. detectors={'HAADF': temsim.AnnularDetector(70, 200)}")
     if not isinstance(elastic, (bool, np.bool_)):
         raise InputError(f"elastic must be True or False, got {elastic!r}")
+    if settings.scheduler == "threads" and not getattr(engine, "thread_safe", False):
+        raise InputError(
+            f"scheduler='threads' shares one engine between threads, which the {engine.name} engine does not "
+            "support (it keeps per-configuration state); use scheduler=None or 'local'"
+        )
     xp = getattr(engine, "xp", None) or settings.xp  # detectors live where the engine's intensities do
     compiled = {name: det.compile(engine.detector_grid, probe.energy, xp) for name, det in detectors.items()}
     engine.check()

@@ -16,6 +16,7 @@ The kernel works on any array namespace (numpy, cupy, array_api_strict).
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -116,8 +117,18 @@ class SliceStack:
         self._aperture = _antialias_mask(self.grid, xp)
         self._transmissions: OrderedDict = OrderedDict()
         self._propagators: dict = {}
+        self._lock = threading.Lock()  # the caches are shared by the threads of scheduler="threads"
         itemsize = 8 if dtype == "complex64" else 16
         self._max_cached = max(1, int(cache_bytes // (itemsize * self.grid.gpts[0] * self.grid.gpts[1])))
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def num_slices(self) -> int:
@@ -125,9 +136,11 @@ class SliceStack:
 
     def propagator(self, index: int):
         dz = round(float(self.potential.slice_thicknesses[index]), 9)
-        if dz not in self._propagators:
-            self._propagators[dz] = fresnel_propagator(self.grid, self.energy, dz, self.tilt, self.xp, self.dtype)
-        return self._propagators[dz]
+        propagator = self._propagators.get(dz)
+        if propagator is None:
+            propagator = fresnel_propagator(self.grid, self.energy, dz, self.tilt, self.xp, self.dtype)
+            self._propagators[dz] = propagator  # a race computes the same array twice, harmlessly
+        return propagator
 
     def transmissions(self, start: int = 0, stop: int | None = None):
         """Yield ``(index, transmission)`` for slices ``start … stop−1``, computing lazily."""
@@ -136,9 +149,12 @@ class SliceStack:
         pending_index = -1
         for index in range(start, stop):
             key = self.potential.slice_key(index)
-            if key in self._transmissions:
-                self._transmissions.move_to_end(key)
-                yield index, self._transmissions[key]
+            with self._lock:
+                t = self._transmissions.get(key)
+                if t is not None:
+                    self._transmissions.move_to_end(key)
+            if t is not None:
+                yield index, t
                 continue
             if pending is None or pending_index != index:
                 pending = self.potential.iter_slices(xp=self.xp, start=index, stop=stop)
@@ -146,9 +162,10 @@ class SliceStack:
             projected = next(pending)
             pending_index += 1
             t = transmission_function(projected, self.sigma, self._aperture, self.dtype)
-            self._transmissions[key] = t
-            if len(self._transmissions) > self._max_cached:
-                self._transmissions.popitem(last=False)
+            with self._lock:
+                self._transmissions[key] = t
+                if len(self._transmissions) > self._max_cached:
+                    self._transmissions.popitem(last=False)
             yield index, t
 
 
@@ -331,6 +348,8 @@ class MultisliceEngine(Engine):
     """
 
     name = "multislice"
+    #: Safe to share between the threads of ``scheduler="threads"`` (locked caches, FFT buffers per thread).
+    thread_safe = True
 
     def __init__(self, probe, configurations, grid: Grid, xp, dtype: str = "complex64", save_slices=None):
         self.probe = probe
@@ -356,9 +375,12 @@ class MultisliceEngine(Engine):
         return state
 
     def _plan(self, n: int, which: str = "main") -> FFTPlan:
-        if (n, which) not in self._plans:
-            self._plans[(n, which)] = FFTPlan((n,) + self.detector_grid.gpts, self.xp, self.dtype)
-        return self._plans[(n, which)]
+        """The in-place FFT plan (and its buffer) of a batch of ``n`` waves, one per thread."""
+        key = (threading.get_ident(), n, which)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = FFTPlan((n,) + self.detector_grid.gpts, self.xp, self.dtype)
+        return plan
 
     def _spectra(self, config_index: int, positions, defocus: float):
         """Yield ``(thickness index, F[ψ])`` (unnormalized spectra, in a plan's buffer) per exit plane."""
