@@ -56,8 +56,9 @@ def _engine_batch(gpts, n_pos: int) -> int:
 
 
 # --------------------------------------------------------------------------- child cases
-def case_temsim(sampling=None, gpts=None, outer=160.0, lateral=4, thickness=20, repeat=1):
-    """temsim ``scan`` timings in this process; threads from TEMSIM_NUM_THREADS."""
+def case_temsim(sampling=None, gpts=None, outer=160.0, lateral=4, thickness=20, repeat=1, scheduler=None):
+    """temsim ``scan`` timings in this process; threads from TEMSIM_NUM_THREADS (with
+    ``scheduler="threads"``: that many single-threaded probe streams)."""
     import numpy as np
 
     import temsim
@@ -91,13 +92,14 @@ def case_temsim(sampling=None, gpts=None, outer=160.0, lateral=4, thickness=20, 
 
     def run_scan():
         nonlocal result
-        result = temsim.scan(probe, potential, detectors=detectors, scan=scan, progress=False)
+        settings = temsim.ExecutionSettings(progress=False, scheduler=scheduler)
+        result = temsim.scan(probe, potential, detectors=detectors, scan=scan, settings=settings)
 
     times, cpus = _harness.timed_cpu(run_scan, repeat)
     n_probe_slices = n_pos * potential.num_slices
     return {
         "code": "temsim",
-        "threads": threads,
+        "threads": f"{threads} streams" if scheduler == "threads" else threads,
         "gpts": list(grid.gpts),
         "sampling": list(grid.sampling),
         "band_limit_mrad": grid.max_angle(ENERGY),
@@ -222,10 +224,12 @@ def run(quick: bool = False) -> dict:
 
     # alternate the codes so a change of machine load hits both
     temsim("temsim_0.05A_1thread", 1, repeat=1 if quick else 2, sampling=0.05, outer=160.0)
+    temsim("temsim_0.05A_2streams", 2, repeat=1 if quick else 2, sampling=0.05, outer=160.0, scheduler="threads")
     if not quick:
         abtem("abtem_312grid", gpts=312, outers=[160.0])
     if not quick:
         temsim("temsim_312grid_1thread", 1, gpts=312, outer=160.0)
+        temsim("temsim_312grid_2streams", 2, gpts=312, outer=160.0, scheduler="threads")
         abtem("abtem_0.05A", sampling=0.05, outers=[160.0, 200.0])
         temsim("temsim_0.05A_2threads", 2, sampling=0.05, outer=160.0)
     temsim("temsim_0.042A_200mrad_1thread", 1, sampling=0.042, outer=200.0)
@@ -267,17 +271,19 @@ def _targets(cases) -> list[dict]:
                     "met": r <= 1.3,
                 }
             )
-    s = _speedup(cases, "abtem_312grid", "temsim_312grid_1thread")
-    if s is not None:
-        cpu = _speedup(cases, "abtem_312grid", "temsim_312grid_1thread", "total_cpu_s")
-        targets.append(
-            {
-                "description": f"speed-up vs abTEM on the same 312² grid, temsim 1 thread, wall (CPU time: {cpu:.1f})",
-                "measured": round(s, 2),
-                "threshold": "≥ 4",
-                "met": s >= 4,
-            }
-        )
+    for ours, how in (("temsim_312grid_1thread", "1 thread"), ("temsim_312grid_2streams", "2 probe streams")):
+        s = _speedup(cases, "abtem_312grid", ours)
+        if s is not None:
+            cpu = _speedup(cases, "abtem_312grid", ours, "total_cpu_s")
+            targets.append(
+                {
+                    "description": f"speed-up vs abTEM (its defaults) on the same 312² grid, temsim {how}, wall "
+                    f"(CPU time: {cpu:.1f})",
+                    "measured": round(s, 2),
+                    "threshold": "≥ 4",
+                    "met": s >= 4,
+                }
+            )
     s = _speedup(cases, "abtem_0.05A", "temsim_0.05A_1thread")
     if s is not None:
         cpu = _speedup(cases, "abtem_0.05A", "temsim_0.05A_1thread", "total_cpu_s")
