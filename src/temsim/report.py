@@ -184,8 +184,8 @@ def format_table(result) -> str:
     """Markdown table: mode × energy, minimum dose, interval, budget, margin, verdict."""
     lines = [
         "| mode | energy (kV) | minimum dose (e/Å²) | phonon interval | Rose (summed) | budget (e/Å²) | margin | "
-        "feature survival | MC false alarm / power | verdict | without damage (e/Å²) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "feature survival | MC false alarm / power | verdict | without damage (e/Å²) | × quantum limit | detector |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result.table:
         interval = f"{_fmt(row['dose_low'])}–{_fmt(row['dose_high'])}" if not math.isnan(row["dose_low"]) else "—"
@@ -201,7 +201,8 @@ def format_table(result) -> str:
             f"| {row['mode']} | {row['energy'] / 1e3:g} | {_fmt(row['required_dose'])} | {interval} | "
             f"{_fmt(row['rose_dose'])} | {format_damage_dose(row['budget'])} | {_fmt_margin(row['margin'])} | "
             f"{_fmt_survival(row.get('survival_probability', math.nan))} | {mc} | "
-            f"{row['verdict']} | {_fmt(row['undamaged_dose'])} |"
+            f"{row['verdict']} | {_fmt(row['undamaged_dose'])} | {_fmt(row.get('quantum_multiple', math.nan))} | "
+            f"{row.get('detector_geometry', '')} |"
         )
     return "\n".join(lines)
 
@@ -261,7 +262,8 @@ def _figure_noisy(result, path: str) -> None:
 
     rows = [r for r in result.table]
     energies = sorted({r["energy"] for r in rows})
-    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    # rows without simulated signals of their own (4D bound, joint, optimal, quantum limit) have no display
+    modes = [m for m in dict.fromkeys(r["mode"] for r in rows) if any((m, e) in result.signals for e in energies)]
     fig, axes = plt.subplots(len(energies), len(modes), figsize=(2.8 * len(modes), 2.9 * len(energies)), squeeze=False)
     rng = np.random.default_rng(result.study.seed)
     for i, energy in enumerate(energies):
@@ -335,6 +337,16 @@ def _summary(result) -> str:
         "error). Rose is the simpler criterion of an observer who sums the counts over the feature's "
         "footprint (|contrast|, so mixed signs do not cancel), at the same SNR the target needs; it never "
         "asks for less dose than the likelihood-ratio test. See docs/planning.md.",
+        "",
+        "Limits of any detector (STEM): **4D bound** is the likelihood-ratio test on every pixel of a pixelated "
+        "camera (its DQE and binning) at every probe position — the dose below which no processing of that 4D "
+        "data set (ptychography, iDPC, CoM, any virtual detector) can detect the feature. **joint: …** is the "
+        "dose of the STEM detectors recorded together from the same electrons (overlapping rings counted once, "
+        "on their disjoint cells). **optimal annulus** and **optimal segmented** are the detectors searched on "
+        "the 4D data that need the least dose (geometry in the last column). **quantum limit** is the dose "
+        "below which no detector at all could detect the feature, from the exit waves' overlap "
+        "|⟨ψ0|ψ1⟩| at each probe position; '× quantum limit' is each row's dose as a multiple of it (without "
+        "damage).",
         "",
         "Files: `plan.nc` (everything: the table's columns at its root, the expected counts per channel of "
         "each mode in the group `signals/<mode>`; `xarray.open_datatree`, see docs/planning.md), "
