@@ -207,7 +207,7 @@ def _previous_examples():
             window=4.8,
             slice_thickness=4.0,
             phonons={"num_configs": 2, "sigma": {"C": 0.07, "Si": 0.08}, "seed": 1},
-            knock_on={"element": "C", "displacement_energy": 21.14, "temperature": 300.0, "debye_temperature": 2000.0},
+            knock_on={"element": "C", "material": "graphene", "temperature": 300.0},
             dose_range=(1.0, 1e6),
             target=DecisionTarget(),
         ),
@@ -224,6 +224,7 @@ def _previous_examples():
             scan_step=0.3,
             window=3.0,
             slice_thickness=3.905 / 2,
+            knock_on={"element": "O", "material": "srtio3"},
             dose_range=(1.0, 1e8),
         ),
         "cof-missing-linker": Study(
@@ -241,6 +242,7 @@ def _previous_examples():
             window=4.8,
             slice_thickness=4.0,
             critical_dose=20.0,
+            knock_on={"element": "C", "material": "organic-framework"},
             dose_range=(0.1, 1e5),
         ),
     }

@@ -208,3 +208,98 @@ def test_thermal_vibrations_lower_the_onset_in_graphene():
     # far above threshold vibrations change little
     hi = knock_on("C", 300e3, e_d, mass=12.0, temperature=300)
     assert hi.cross_section == pytest.approx(hi.static_cross_section, rel=1e-3)
+
+
+# ----------------------------------------------------------------------------- published damage numbers
+def _row(temsim_value, published, source, note=""):
+    ratio = temsim_value / published if published else None
+    return {"temsim": temsim_value, "published": published, "ratio": ratio, "source": source, "note": note}
+
+
+def test_srtio3_thresholds_and_oxygen_budget_against_liu_2013():
+    """Liu et al., J. Phys.: Condens. Matter 25, 485003 (2013), abstract: minimum thresholds 13 (O),
+    25 (Sr), 38 (Ti) eV; direction averages 35.7, 53.5, > 64.9 eV. The table carries them; temsim
+    turns them into static threshold voltages and the O displacement budget."""
+    from temsim import damage_data
+
+    liu = "Liu et al. 2013, doi:10.1088/0953-8984/25/48/485003, abstract"
+    published = {("O", ""): 13.0, ("Sr", ""): 25.0, ("Ti", ""): 38.0}
+    published.update({("O", "average"): 35.7, ("Sr", "average"): 53.5, ("Ti", "average"): 64.9})
+    table = {}
+    for (element, variant), value in published.items():
+        entry = damage_data.lookup("srtio3", element, "displacement_energy", variant)
+        assert entry.value == value and entry.status == "calculated"
+        mass = {"O": 15.999, "Sr": 87.62, "Ti": 47.867}[element]
+        table[f"E_d {element} {variant or 'minimum'} (eV)"] = _row(entry.value, value, liu)
+        table[f"static threshold {element} {variant or 'minimum'} (kV)"] = {
+            "temsim": threshold_energy(entry.value, mass) / 1e3,
+            "published": None,
+            "ratio": None,
+            "source": "temsim from the E_d above",
+            "note": "",
+        }
+    # The issue's hand calculation: 10 % of O displaced at ~2.7e5 (13 eV, 200 kV) and ~2.4e6 e/Å²
+    # (35.7 eV, 300 kV). Not published numbers: a second, independent evaluation of the same model.
+    d13 = knock_on("O", 200e3, 13.0).dose_for_probability(0.1)
+    d357 = knock_on("O", 300e3, 35.7).dose_for_probability(0.1)
+    table["10% O displaced, 13 eV, 200 kV (e/Å²)"] = _row(d13, 2.7e5, "issue 16 hand calculation")
+    table["10% O displaced, 35.7 eV, 300 kV (e/Å²)"] = _row(d357, 2.4e6, "issue 16 hand calculation")
+    _record("srtio3_liu_2013", table)
+    assert d13 == pytest.approx(2.7e5, rel=0.03)
+    assert d357 == pytest.approx(2.4e6, rel=0.03)
+    # Sr and Ti cannot be displaced at 300 kV: E_max 9.7 eV and 17.8 eV are below their minimum E_d
+    assert knock_on("Sr", 300e3, material="srtio3").cross_section == 0.0
+    assert knock_on("Ti", 300e3, material="srtio3").cross_section == 0.0
+
+
+def test_mos2_sulfur_sputtering_with_komsa_2012_threshold():
+    """Komsa et al., PRL 109, 035503 (2012): E_d(S) = 6.9 eV (DFT), S vacancies observed to form at
+    80 kV. A static lattice gives σ = 0 below 92.4 kV; with the S vibration (Debye 600 K, Dai et al.
+    2017) σ(80 kV) > 0. No published cross-section value could be confirmed from the sources
+    available to us, so the table records temsim's numbers and the qualitative observation only."""
+    rows = {}
+    for kv in (60, 70, 80, 90, 100):
+        r = knock_on("S", kv * 1e3, material="mos2", temperature=300)
+        rows[f"sigma S {kv} kV (barn)"] = {
+            "temsim": r.cross_section,
+            "temsim_static": r.static_cross_section,
+            "published": None,
+            "ratio": None,
+            "source": "Komsa et al. 2012, doi:10.1103/PhysRevLett.109.035503 (E_d only)",
+            "note": "vacancies observed at 80 kV (qualitative); published σ not confirmed",
+        }
+    r80 = knock_on("S", 80e3, material="mos2", temperature=300)
+    rows["static threshold (kV)"] = _row(r80.threshold_energy / 1e3, None, "temsim from E_d = 6.9 eV")
+    _record("mos2_komsa_2012", rows)
+    assert r80.static_cross_section == 0.0 and r80.cross_section > 0.01
+    assert 92.0e3 < r80.threshold_energy < 93.0e3
+
+
+def test_graphene_cross_sections_80_to_100_kv_and_dopant_neighbours():
+    """Graphene knock-on with the table's E_d = 21.14 eV (Meyer et al. 2012, fitted) and θ = 1287 K
+    (Tewary & Yang 2009). Meyer et al. 2012 and Susi et al. 2016 (doi:10.1038/ncomms13040) measured
+    σ at 80-100 kV; their numbers could not be confirmed from the sources available to us, so no
+    ratio is asserted. Su et al. 2019 (Sci. Adv., Table 1) measured the knockout of the C
+    neighbour of P and Al dopants at 60 kV: the pristine-C model is orders of magnitude below
+    them, which is why dopant neighbours need their own measured cross-sections (damage table)."""
+    rows = {}
+    for kv in (80, 85, 90, 95, 100):
+        for mass, label in ((12.0, "12C"), (13.0034, "13C")):
+            r = knock_on("C", kv * 1e3, mass=mass, material="graphene", temperature=300)
+            rows[f"sigma {label} {kv} kV (barn)"] = {
+                "temsim": r.cross_section,
+                "published": None,
+                "ratio": None,
+                "source": "Meyer et al. 2012 doi:10.1103/PhysRevLett.108.196102; Susi et al. 2016",
+                "note": "published values not confirmed here; compare before quoting",
+            }
+    pristine60 = knock_on("C", 60e3, material="graphene", temperature=300).cross_section
+    for dopant, published in (("P", 0.01), ("Al", 0.25)):
+        rows[f"C neighbour of {dopant} knocked out, 60 kV (barn)"] = _row(
+            pristine60, published, "Su et al. 2019, doi:10.1126/sciadv.aav2252, Table 1", "temsim: pristine C"
+        )
+    _record("graphene_cross_sections", rows)
+    s100 = rows["sigma 12C 100 kV (barn)"]["temsim"]
+    assert 0.1 < s100 < 2.0  # thermal model: non-zero at 100 kV although E_max < E_d
+    assert rows["sigma 13C 100 kV (barn)"]["temsim"] < s100 / 5  # heavier isotope: far more robust
+    assert pristine60 / 0.01 < 1e-6  # the pristine-lattice model cannot describe dopant neighbours

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from temsim import damage_data
 from temsim.backend import array_namespace, to_numpy
 from temsim.checks import as_choice, as_number
 from temsim.constants import (
@@ -34,6 +35,7 @@ from temsim.constants import (
     check_energy,
 )
 from temsim.errors import InputError
+from temsim.phonons import debye_mean_square_displacement
 
 __all__ = [
     "CriticalDose",
@@ -51,6 +53,9 @@ __all__ = [
     "max_transferred_energy",
     "threshold_energy",
     "displacement_cross_section",
+    "thermal_cross_section",
+    "debye_vibrational_energy",
+    "debye_temperature_from_msd",
     "BARN_TO_A2",
 ]
 
@@ -78,12 +83,20 @@ class CriticalDose:
     material, conditions, source : str
         What was measured, under which conditions (energy, temperature, signal), and the
         reference (with DOI).
+    status : str
+        ``"user"`` for a number given by the user, otherwise the damage table's status
+        (measured, fitted, calculated, representative, unverified).
+    dose_kind : str
+        ``"1/e"``, or ``"end-point"`` for a dose at which the signal is gone (used as Dc it
+        overstates the budget); ``""`` when not stated.
     """
 
     value: float
     material: str = "custom"
     conditions: str = ""
     source: str = "user"
+    status: str = "user"
+    dose_kind: str = ""
 
     def __post_init__(self):
         object.__setattr__(
@@ -104,51 +117,16 @@ class CriticalDose:
         return _SNR_OPTIMUM * self.value
 
 
-#: Critical doses with sources (see docs/dose-detectors-damage.md for caveats).
-CRITICAL_DOSE_PRESETS: dict[str, CriticalDose] = {
-    "zif-8": CriticalDose(
-        25.0,
-        "ZIF-8",
-        "300 kV, room temperature, HRTEM; crystallinity lost by ~25 e/Å² (an end-point dose, used here as Dc)",
-        "Zhu et al., Nat. Mater. 16, 532 (2017) doi:10.1038/nmat4852",
-    ),
-    "zif-8-liquid": CriticalDose(
-        80.0,
-        "ZIF-8 in water or DMF (liquid cell)",
-        "in situ electron diffraction, critical fluence ~80 e/Å²",
-        "Gnanasekaran et al., Nano Lett. 24, 10161 (2024) doi:10.1021/acs.nanolett.4c02242",
-    ),
-    "uio-66": CriticalDose(
-        256.0,
-        "UiO-66",
-        "300 kV, room temperature, iDPC-STEM (value as quoted in the temsim issue; confirm against the paper)",
-        "Shen et al., Nat. Commun. 11, 2692 (2020) doi:10.1038/s41467-020-16531-y",
-    ),
-    "mfm-300-cr": CriticalDose(
-        1111.0,
-        "MFM-300(Cr)",
-        "critical electron fluence from diffraction fading",
-        "Tien et al., J. Mater. Chem. A (2024) doi:10.1039/D4TA03302G",
-    ),
-    "mfm-300-al": CriticalDose(
-        330.0,
-        "MFM-300(Al)",
-        "critical electron fluence from diffraction fading",
-        "Tien et al., J. Mater. Chem. A (2024) doi:10.1039/D4TA03302G",
-    ),
-    "mfm-300-ga": CriticalDose(
-        189.0,
-        "MFM-300(Ga)",
-        "critical electron fluence from diffraction fading",
-        "Tien et al., J. Mater. Chem. A (2024) doi:10.1039/D4TA03302G",
-    ),
-    "mfm-300-in": CriticalDose(
-        147.0,
-        "MFM-300(In)",
-        "critical electron fluence from diffraction fading",
-        "Tien et al., J. Mater. Chem. A (2024) doi:10.1039/D4TA03302G",
-    ),
-}
+def _presets() -> dict[str, CriticalDose]:
+    """Critical-dose presets from the damage table (``temsim/data/damage.toml``)."""
+    out = {}
+    for name, e in damage_data.critical_dose_entries().items():
+        out[name] = CriticalDose(e.value, e.material, e.conditions, e.cite(), e.status, e.dose_kind)
+    return out
+
+
+#: Critical doses with sources and status, read from the damage table (docs/dose-detectors-damage.md).
+CRITICAL_DOSE_PRESETS: dict[str, CriticalDose] = _presets()
 
 
 def critical_dose(spec) -> CriticalDose:
@@ -177,6 +155,8 @@ def critical_dose(spec) -> CriticalDose:
                 f"protein in vitreous ice at {d:g} Å",
                 "300 kV, cryo; resolution-dependent critical exposure",
                 "Grant & Grigorieff, eLife 4, e06980 (2015) doi:10.7554/eLife.06980",
+                "fitted",
+                "1/e",
             )
         if key == "graphene":
             raise InputError(
@@ -606,8 +586,51 @@ def debye_vibrational_energy(temperature: float, debye_temperature: float) -> fl
     return 3 * BOLTZMANN_EV * t * (t / th) ** 3 * integral
 
 
-#: Out-of-plane Debye temperature of graphene (K), Tewary & Yang, PRB 79, 125416 (2009).
-GRAPHENE_OUT_OF_PLANE_DEBYE_K = 1287.0
+def debye_temperature_from_msd(mass_u: float, temperature: float, mean_square_displacement: float) -> float:
+    """The Debye temperature (K) whose Debye mean-square displacement equals the given one (Å²).
+
+    Inverts :func:`temsim.phonons.debye_mean_square_displacement` (one direction, zero point
+    included).
+
+    Lets a measured or simulated mean-square displacement along the beam set the vibration
+    amplitude of :func:`knock_on` for any element.
+    """
+    from scipy.optimize import brentq
+
+    msd = as_number("mean-square displacement", mean_square_displacement, "Å²", minimum=0, exclusive_minimum=True)
+
+    m = as_number("mass", mass_u, "u", minimum=0, exclusive_minimum=True)
+    t = as_number("temperature", temperature, "K", minimum=0)
+
+    def gap(log_theta):
+        return math.log(debye_mean_square_displacement(math.exp(log_theta), t, m) / msd)
+
+    lo, hi = math.log(1.0), math.log(1e5)
+    if gap(lo) < 0 or gap(hi) > 0:
+        raise InputError(
+            f"a mean-square displacement of {msd:g} Å² for {mass_u:g} u at {temperature:g} K needs a Debye "
+            "temperature outside 1 K–1e5 K; check the value (Å², one direction)"
+        )
+    return float(math.exp(brentq(gap, lo, hi, xtol=1e-12)))
+
+
+def thermal_cross_section(z, energy, e_max, displacement_energy, spread, model="mckinley-feshbach") -> float:
+    """McKinley–Feshbach σ (barn) averaged over a Gaussian spread (eV, standard deviation) of ``E_max``.
+
+    The integral starts where ``E_max + s·u`` reaches ``E_d`` (``u₀ = (E_d − E_max)/s``), so the
+    thermal tail below the static threshold is resolved down to the smallest representable
+    weights (≈ 1e-300) instead of being cut at a fixed number of standard deviations.
+    """
+    if spread <= 0:
+        return float(displacement_cross_section(z, energy, e_max, displacement_energy, model))
+    u0 = (float(displacement_energy) - float(e_max)) / float(spread)
+    lo = max(u0, -10.0)
+    hi = max(lo, 0.0) + 12.0
+    u = np.linspace(lo, hi, 6001)
+    with np.errstate(under="ignore"):
+        weight = np.exp(-0.5 * u**2) / math.sqrt(2 * math.pi)
+    sigma = displacement_cross_section(z, energy, np.maximum(e_max + spread * u, 0.0), displacement_energy, model)
+    return float(np.trapezoid(weight * sigma, u))
 
 
 @dataclass(frozen=True)
@@ -620,7 +643,8 @@ class KnockOn:
     threshold_energy (static beam-energy threshold), cross_section (thermal if a temperature
     was given, otherwise static), static_cross_section, temperature (K or None),
     debye_temperature (K or None), transfer_spread (eV: standard deviation of E_max from
-    thermal motion along the beam).
+    thermal motion along the beam), sources (damage-table entries used, as one-line
+    descriptions).
     """
 
     element: str
@@ -636,11 +660,17 @@ class KnockOn:
     debye_temperature: float | None = None
     transfer_spread: float = 0.0
     model: str = "mckinley-feshbach"
+    sources: tuple[str, ...] = ()
 
     @property
     def threshold_voltage(self) -> float:
         """Static threshold accelerating voltage (V) — numerically equal to threshold_energy (eV)."""
         return self.threshold_energy
+
+    @property
+    def below_threshold(self) -> bool:
+        """True when the static ``E_max`` is below ``E_d`` (only thermal motion can displace)."""
+        return self.max_transferred_energy < self.displacement_energy
 
     @property
     def critical_dose(self) -> CriticalDose:
@@ -652,6 +682,8 @@ class KnockOn:
             f"{self.element} knock-on",
             f"{self.energy / 1e3:g} keV, E_d = {self.displacement_energy:g} eV",
             "McKinley–Feshbach cross-section (temsim.knock_on)",
+            "calculated",
+            "1/e",
         )
 
     def expected_displacements(self, dose):
@@ -675,14 +707,48 @@ class KnockOn:
         return -math.log1p(-p) / (self.cross_section * BARN_TO_A2)
 
 
+def _table_energy(material, symbol, displacement_energy) -> tuple[float, tuple[str, ...]]:
+    """E_d (eV) given, or the material's displacement (else sputtering) energy from the damage table."""
+    if displacement_energy is not None:
+        return as_number("displacement energy", displacement_energy, "eV", minimum=0, exclusive_minimum=True), ()
+    if material is None:
+        raise InputError(
+            f"knock_on needs displacement_energy= (eV) or material= (one of {', '.join(damage_data.materials())}) "
+            f"to read E_d of {symbol} from the damage table"
+        )
+    entry = damage_data.displacement_energy(material, symbol)
+    return entry.value, (entry.describe(),)
+
+
+def _table_debye(material, symbol, z, mass, temperature, debye_temperature, msd) -> tuple[float, tuple[str, ...]]:
+    """Debye temperature (K): given, from a mean-square displacement, or from the damage table."""
+    if debye_temperature is not None and msd is not None:
+        raise InputError("give debye_temperature= or mean_square_displacement=, not both")
+    if debye_temperature is not None:
+        return as_number("Debye temperature", debye_temperature, "K", minimum=0, exclusive_minimum=True), ()
+    if msd is not None:
+        return debye_temperature_from_msd(mass, temperature, msd), ()
+    if material is None and z == 6:
+        material = "graphene"  # documented default for carbon: graphene's out-of-plane value
+    if material is None:
+        raise InputError(
+            f"thermal knock-on of {symbol} needs debye_temperature= (K), mean_square_displacement= (Å², along "
+            "the beam) or material= with a Debye temperature in the damage table"
+        )
+    entry = damage_data.lookup(material, symbol, "debye_temperature")
+    return entry.value, (entry.describe(),)
+
+
 def knock_on(
     element,
     energy: float,
-    displacement_energy: float,
+    displacement_energy: float | None = None,
     *,
+    material: str | None = None,
     mass: float | None = None,
     temperature: float | None = None,
     debye_temperature: float | None = None,
+    mean_square_displacement: float | None = None,
     model: str = "mckinley-feshbach",
 ) -> KnockOn:
     """Knock-on displacement: maximum transfer, threshold voltage, cross-section.
@@ -693,9 +759,13 @@ def knock_on(
         Element symbol or atomic number.
     energy : float
         Beam energy (eV).
-    displacement_energy : float
+    displacement_energy : float, optional
         Displacement (or sputtering) threshold energy E_d (eV), e.g. 21.14 eV for a carbon
-        atom in graphene (Meyer et al. 2012).
+        atom in graphene (Meyer et al. 2012). Default: the ``material``'s value from the
+        damage table (displacement energy, else sputtering energy).
+    material : str, optional
+        Damage-table material (``"graphene"``, ``"mos2"``, ``"srtio3"``, …) supplying E_d
+        and the Debye temperature when they are not given.
     mass : float, optional
         Nuclear mass in u (isotope, e.g. 12.0 for ¹²C); default the natural-abundance mass.
     temperature : float, optional
@@ -703,8 +773,12 @@ def knock_on(
         with ``⟨v²⟩`` from a Debye model (zero point included), which spreads ``E_max`` by
         ``s = √(2·E_max·⟨E⟩)`` and lowers the onset (Meyer et al. 2012).
     debye_temperature : float, optional
-        Debye temperature (K) for the vibration along the beam; for carbon the graphene
-        out-of-plane value 1287 K (Tewary & Yang 2009) is the default.
+        Debye temperature (K) of the vibration along the beam. Default: the damage table's
+        value for ``material`` (for carbon without a material: graphene's out-of-plane 1287 K,
+        Tewary & Yang 2009).
+    mean_square_displacement : float, optional
+        Instead of a Debye temperature: the atom's mean-square displacement along the beam
+        (Å²) at ``temperature``; converted with :func:`debye_temperature_from_msd`.
     model : {"mckinley-feshbach", "rutherford"}
         Cross-section formula.
 
@@ -713,27 +787,22 @@ def knock_on(
     >>> r = knock_on("C", 200e3, 21.5)
     >>> round(r.max_transferred_energy, 1)
     43.7
+    >>> knock_on("S", 80e3, material="mos2", temperature=300).cross_section > 0
+    True
     """
     symbol, z, m = _mass_and_z(element, mass)
     e = check_energy(energy)
-    ed = as_number("displacement energy", displacement_energy, "eV", minimum=0, exclusive_minimum=True)
+    ed, sources = _table_energy(material, symbol, displacement_energy)
     e_max = float(max_transferred_energy(e, m))
     e_th = threshold_energy(ed, m)
     static = displacement_cross_section(z, e, e_max, ed, model)
     sigma, spread, theta = static, 0.0, None
     if temperature is not None:
-        theta = debye_temperature
-        if theta is None:
-            if z != 6:
-                raise InputError("thermal knock-on needs debye_temperature= (K) for elements other than carbon")
-            theta = GRAPHENE_OUT_OF_PLANE_DEBYE_K
-        e_vib = debye_vibrational_energy(temperature, theta)
-        spread = math.sqrt(2 * e_max * e_vib)
-        u = np.linspace(-8, 8, 4001)
-        weight = np.exp(-0.5 * u**2)
-        weight /= np.trapezoid(weight, u)
-        emax_v = np.clip(e_max + spread * u, 0.0, None)
-        sigma = float(np.trapezoid(weight * displacement_cross_section(z, e, emax_v, ed, model), u))
+        t = as_number("temperature", temperature, "K", minimum=0)
+        theta, more = _table_debye(material, symbol, z, m, t, debye_temperature, mean_square_displacement)
+        sources += more
+        spread = math.sqrt(2 * e_max * debye_vibrational_energy(t, theta))
+        sigma = thermal_cross_section(z, e, e_max, ed, spread, model)
     return KnockOn(
         symbol,
         z,
@@ -748,4 +817,5 @@ def knock_on(
         None if theta is None else float(theta),
         spread,
         model,
+        sources,
     )

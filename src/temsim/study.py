@@ -215,9 +215,10 @@ class Feature:
 
     ``kind``: ``"substitution"`` (``element`` replaces the atom at ``site``), ``"vacancy"``
     (removes it), ``"adatom"`` (adds ``element`` ``height`` Å above ``position``), or
-    ``"structure"`` (H1 is the structure in ``file``). ``site`` is an atom index, an (x, y)
-    position in Å, or ``"center"`` (the atom nearest the cell centre, optionally of
-    ``host_element``).
+    ``"structure"`` (H1 is the structure in ``file``), or ``"remove"`` (removes the atoms
+    ``sites``, indices into the specimen after its supercell: a missing molecule or linker).
+    ``site`` is an atom index, an (x, y) position in Å, or ``"center"`` (the atom nearest the
+    cell centre, optionally of ``host_element``).
     """
 
     kind: str
@@ -227,11 +228,14 @@ class Feature:
     position: tuple[float, float] | None = None
     height: float = 2.0
     file: str | None = None
+    sites: tuple[int, ...] | None = None
 
     def __post_init__(self):
-        kinds = ("substitution", "vacancy", "adatom", "structure")
+        kinds = ("substitution", "vacancy", "adatom", "structure", "remove")
         if self.kind not in kinds:
             raise StudyError(f"feature.kind {self.kind!r} is not one of {', '.join(kinds)}")
+        if self.kind == "remove":
+            self._check_sites()
         if self.kind in ("substitution", "adatom") and not self.element:
             raise StudyError(f"feature.element is required for a {self.kind}")
         if self.kind == "structure" and not self.file:
@@ -257,7 +261,27 @@ class Feature:
             unused.append("site")
         if kind != "structure" and self.file is not None:
             unused.append("file")
+        if kind == "remove":
+            unused += [k for k in ("element", "host_element") if getattr(self, k) is not None]
+            unused += [] if isinstance(self.site, str) and self.site == "center" else ["site"]
+        elif self.sites is not None:
+            unused.append("sites")
         return unused
+
+    def _check_sites(self) -> None:
+        """``sites`` of a removal: a non-empty list of distinct atom indices (stored as a tuple)."""
+        sites = self.sites
+        if isinstance(sites, (str, bytes)) or not hasattr(sites, "__len__") or not len(sites):
+            raise StudyError(
+                "feature.sites (the indices of the atoms removed, e.g. sites = [12, 13, 40]) is required "
+                f"for kind 'remove', got {sites!r}"
+            )
+        sites = tuple(
+            as_number(f"feature.sites[{i}]", s, integer=True, minimum=0, error=StudyError) for i, s in enumerate(sites)
+        )
+        if len(set(sites)) != len(sites):
+            raise StudyError(f"feature.sites lists an atom more than once: {sorted(sites)}")
+        object.__setattr__(self, "sites", sites)
 
     def _check_keys_apply(self) -> None:
         """Refuse keys this kind of feature would ignore, and contradictory ones."""
@@ -282,7 +306,13 @@ class Feature:
         return "feature.host_element", self.host_element
 
     def check_specimen(self, atoms: Atoms) -> None:
-        """Refuse an element that names an atom to remove or replace but is not in ``atoms``."""
+        """Refuse an element that names an atom to remove or replace but is not in ``atoms``, and
+        removal sites that do not exist."""
+        if self.kind == "remove" and max(self.sites) >= len(atoms):
+            raise StudyError(
+                f"feature.sites: atom {max(self.sites)} does not exist; the specimen has {len(atoms)} atoms "
+                f"(indices 0–{len(atoms) - 1}, counted after the supercell)"
+            )
         key, element = self._site_element
         if self.kind in ("substitution", "vacancy") and element is not None:
             present = sorted(set(atoms.get_chemical_symbols()))
@@ -329,6 +359,11 @@ class Feature:
         if self.kind == "adatom":
             position = self.position or tuple(np.diag(atoms.cell)[:2] / 2)
             return st.adatom(atoms, self.element, position, height=self.height), tuple(position)
+        if self.kind == "remove":
+            self.check_specimen(atoms)
+            keep = np.ones(len(atoms), dtype=bool)
+            keep[list(self.sites)] = False
+            return atoms[keep], self._removed_centre(atoms)
         index = self._site_index(atoms)
         position = tuple(atoms.positions[index, :2])
         if self.kind == "substitution":
@@ -348,6 +383,11 @@ class Feature:
         if self.kind == "adatom":
             x, y = self.position or tuple(np.diag(atoms.cell)[:2] / 2)
             return {"kind": self.kind, "element": self.element, "index": -1, "x": float(x), "y": float(y)}
+        if self.kind == "remove":
+            self.check_specimen(atoms)
+            x, y = self._removed_centre(atoms)
+            formula = atoms[list(self.sites)].get_chemical_formula(mode="hill")
+            return {"kind": self.kind, "element": formula, "indices": list(self.sites), "x": x, "y": y}
         index = self._site_index(atoms)
         x, y = (float(v) for v in atoms.positions[index, :2])
         site = {"kind": self.kind, "element": atoms.get_chemical_symbols()[index], "index": index, "x": x, "y": y}
@@ -355,10 +395,21 @@ class Feature:
             site["new_element"] = self.element
         return site
 
+    def _removed_centre(self, atoms: Atoms) -> tuple[float, float]:
+        """Lateral centroid (Å) of the removed atoms, taken across the periodic cell edges."""
+        cell = np.diag(atoms.cell)[:2]
+        xy = atoms.positions[list(self.sites), :2]
+        offsets = xy - xy[0]
+        offsets -= cell * np.round(offsets / cell)  # nearest periodic image of each atom
+        x, y = np.mod(xy[0] + offsets.mean(axis=0), cell)
+        return float(x), float(y)
+
     @staticmethod
     def describe_site(site: dict) -> str:
         """:meth:`locate`'s answer in words."""
         where = f"at x = {site.get('x', 0):.2f} Å, y = {site.get('y', 0):.2f} Å"
+        if site["kind"] == "remove":
+            return f"{len(site['indices'])} atoms ({site['element']}) removed, centred {where}"
         if site["kind"] == "vacancy":
             return f"{site['element']} atom {site['index']} removed, {where}"
         if site["kind"] == "substitution":
@@ -374,6 +425,8 @@ class Feature:
             return f"{self.element or self.host_element or 'atom'} vacancy"
         if self.kind == "adatom":
             return f"{self.element} adatom"
+        if self.kind == "remove":
+            return f"{len(self.sites)} atoms removed (a missing molecule or linker)"
         return f"alternative structure {os.path.basename(self.file)}"
 
 
@@ -671,6 +724,7 @@ _SCHEMA = {
         "position": None,
         "height": None,
         "file": None,
+        "sites": None,
     },
     "microscope": {
         "preset": None,
@@ -814,11 +868,13 @@ def _specimen(spec: dict, base: str) -> Atoms:
 def _feature(data: dict, base: str) -> Feature:
     feature = dict(data)
     if "kind" not in feature:
-        raise StudyError("feature.kind is required (substitution, vacancy, adatom or structure)")
+        raise StudyError("feature.kind is required (substitution, vacancy, adatom, structure or remove)")
     if "position" in feature:
         feature["position"] = _numbers("feature.position", feature["position"], "Å", length=2)
     if "height" in feature:
         feature["height"] = _number("feature.height", feature["height"], "Å")
+    if "sites" in feature and not isinstance(feature["sites"], list):
+        raise StudyError(f"feature.sites must be a list of atom indices, e.g. [12, 13, 40], got {feature['sites']!r}")
     if feature.get("file") and not os.path.isabs(feature["file"]):
         feature["file"] = os.path.join(base, feature["file"])
     site = feature.get("site")
