@@ -1104,6 +1104,7 @@ def _quantum_row(study: Study, waves: dict, template: xr.Dataset) -> tuple:
     for name in MONTE_CARLO_FIELDS:
         row[name].values[:] = np.nan
     row["mc_note"].values[:] = ""
+    row.attrs["detection_probability"] = _detection_probability(study.target)
     row["verdict"].values[:] = verdicts(row).values
     return row.assign(camera=("mode", ["any detector"])), j_q
 
