@@ -335,8 +335,12 @@ def test_the_report_prints_the_status_and_source_of_every_camera_number():
     sims = _sims({"H0": np.full(4, 0.02), "H1": np.full(4, 0.03)}, (100e3, 150e3), 0.09)
     rates = xr.Dataset({"HAADF": _rates_of(SimpleNamespace(energies=(100e3, 150e3)), _mode("timepix4"), sims, 1)})
     text = "\n".join(_camera_section(SimpleNamespace(rates=rates)))
-    assert "**HAADF, 100 kV:** timepix4 (DQE(0) = 0.9)" in text and "**HAADF, 150 kV:**" in text
+    assert "**timepix4 at 100 kV** (DQE(0) = 0.9; HAADF):" in text and "**timepix4 at 150 kV**" in text
     for key, entry in camera_table()["timepix4"]["parameters"].items():
         assert text.count(f"* {key} = ") == 2 and entry["status"] in text
     assert "mtf_f1 = 0.1662 cycles/pixel — fitted;" in text and "interpolated linearly between 100 and 200 keV" in text
     assert "doi:10.48550/arXiv.2411.16258" in text
+    # modes sharing a camera at an energy are listed under one heading
+    shared = xr.Dataset({"HAADF": rates["HAADF"], "ABF": rates["HAADF"].copy()})
+    text = "\n".join(_camera_section(SimpleNamespace(rates=shared)))
+    assert text.count("**timepix4 at 100 kV** (DQE(0) = 0.9; HAADF, ABF):") == 1

@@ -24,8 +24,14 @@ model                     what :meth:`~CameraModel.sample` does
 
 Frequencies ``f`` are in cycles per detector pixel (Nyquist = 0.5); one signal pixel is one
 detector pixel (resample the simulation to the detector's pixel size first). All models
-satisfy ``DQE(f) = DQE(0)·MTF(f)²/NNPS(f)`` with ``NNPS(0) = 1``. Named presets with sources
-are in :data:`CAMERA_PRESETS`; :func:`camera_model` builds one with overrides.
+satisfy ``DQE(f) = DQE(0)·MTF(f)²/NNPS(f)`` with ``NNPS(0) = 1``. Named presets are in
+:data:`CAMERA_PRESETS`; their numbers, with unit, source and status (measured, fitted,
+representative), are in the data table ``temsim/data/cameras.toml``
+(:mod:`temsim.camera_data`). :func:`camera_model` builds one at a beam energy (interpolated
+between characterised energies, refused outside them) with overrides.
+
+:func:`dqe_whitening` and :func:`whiten_contrast` carry a camera's DQE(f) into pixel-wise
+Poisson statistics of an image (the planner's HRTEM statistics).
 
 Randomness comes only from the :class:`numpy.random.Generator` passed to ``sample``; arrays
 from other array-API libraries (``array_api_strict``, cupy) are copied to numpy for the random

@@ -162,14 +162,17 @@ def _camera_section(result) -> list:
     rates = getattr(result, "rates", None)
     if rates is None:
         return []
-    lines = ["## Cameras and the numbers they use", ""]
+    used: dict = {}  # (camera, energy, numbers) -> mode labels, so shared cameras are listed once
     for label, da in rates.data_vars.items():
         provenance = json.loads(da.attrs.get("camera_provenance", "{}"))
-        efficiencies = da.attrs.get("efficiency_by_energy", [])
-        for (energy, rows), eta in zip(provenance.items(), efficiencies):
-            lines.append(f"**{label}, {float(energy) / 1e3:g} kV:** {da.attrs.get('camera')} (DQE(0) = {eta:.3g})")
-            lines += [f"* {describe_number(row)}" for row in rows]
-            lines.append("")
+        for (energy, rows), eta in zip(provenance.items(), da.attrs.get("efficiency_by_energy", [])):
+            key = (str(da.attrs.get("camera")), float(energy), float(eta), json.dumps(rows))
+            used.setdefault(key, []).append(str(label))
+    lines = ["## Cameras and the numbers they use", ""]
+    for (camera, energy, eta, rows), labels in used.items():
+        lines.append(f"**{camera} at {energy / 1e3:g} kV** (DQE(0) = {eta:.3g}; {', '.join(labels)}):")
+        lines += [f"* {describe_number(row)}" for row in json.loads(rows)]
+        lines.append("")
     lines += [
         "Status: measured (a published characterisation), fitted (a model fitted to one), representative "
         "(a class value, not a device: replace it by your camera's measured value), override (given in the "
