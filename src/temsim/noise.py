@@ -385,7 +385,9 @@ def apply_noise(
     fast_axis : str
         Fast scan dimension for detector afterglow (``"scan_x"`` or ``"scan_y"``).
     energy : float, optional
-        Beam energy (eV) passed to :func:`temsim.camera_model` for presets.
+        Beam energy (eV) at which a preset is resolved (:func:`temsim.camera_model`: numbers
+        interpolated between characterised energies, refused outside them); ``None``: the
+        preset at its highest characterised energy.
     detector : str or CameraModel
         Deprecated name of ``camera`` (emits :class:`DeprecationWarning`; giving both is an error).
 
