@@ -343,3 +343,27 @@ def test_study_with_missing_damage_data_is_refused_with_what_to_provide():
     data["damage"] = {"material": "graphene"}
     with pytest.raises(StudyError, match="knock_on_element"):
         study_from_dict(data)
+
+
+def test_report_prints_every_damage_channel_and_number_with_status_and_source():
+    from types import SimpleNamespace
+
+    from temsim.detection import DecisionTarget
+    from temsim.planning import damage_budget, evaluate
+    from temsim.report import _damage_section
+
+    rates = xr.Dataset(
+        {"BF": (("energy", "hypothesis", "configuration", "pixel"), [[[[100.0]], [[110.0]]]])},
+        coords={"energy": [60e3], "hypothesis": ["H0", "H1"], "configuration": [0]},
+    )
+    spec = {"element": "C", "material": "graphene", "temperature": 300}
+    budget = damage_budget(60e3, 20.0, spec, {"sites": {"C": 3}, "dopant": "Si"})
+    text = "\n".join(_damage_section(SimpleNamespace(dataset=evaluate(rates, DecisionTarget(), budget))))
+    assert "∞ e/Å² — no knock-on of C (E_max < E_d" in text
+    assert "20 e/Å² — radiolysis Dc = 20 e/Å² (user-given)" in text
+    assert "21.14 eV — fitted; Meyer et al." in text and "1287 K — calculated; Tewary & Yang" in text
+    assert "doi:10.1103/PhysRevLett.113.115501" in text  # the unquantified bond-inversion channel is named
+    assert (
+        budget.basis.startswith("radiolysis")
+        and budget.survival_caveat == "upper bound: Si-C bond inversion not included"
+    )

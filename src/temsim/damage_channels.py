@@ -162,7 +162,7 @@ def _own_events(dopant: str, energy: float, spec: Mapping) -> tuple[float, list[
     if not has_energy and not parts:
         parts.append(f"{dopant}'s own displacement not included (no data for {dopant} in {material})")
     for c in damage_data.unquantified(material, dopant):
-        caveats.append(f"{c.process} ({c.source}) not included")
+        caveats.append(f"{c.process.split(' (')[0]} not included")
         sources.append(c.describe())
     return sigma, parts, sources, caveats
 

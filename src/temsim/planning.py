@@ -758,10 +758,8 @@ def evaluate(rates: xr.Dataset, target: detection.DecisionTarget, budget=None, *
 
 
 def _channel_lines(budget: DamageBudget) -> str:
-    """Each damage channel as ``name: dose: description``, one per line (dose with bounded digits)."""
-    return "\n".join(
-        f"{c.name}: {damage_channels.format_damage_dose(c.dose)} e/Å²: {c.description}" for c in budget.channels
-    )
+    """Each damage channel as ``dose e/Å² — description``, one per line (dose with bounded digits)."""
+    return "\n".join(f"{damage_channels.format_damage_dose(c.dose)} e/Å² — {c.description}" for c in budget.channels)
 
 
 def _damage_sources(budget: DamageBudget) -> str:
@@ -790,6 +788,8 @@ def _verdict(
         return f"not detectable before damage (best power {best:.2f} at {best_dose:.3g} e/Å²)"
     if dose > budget:
         return f"exceeds budget (power {best:.2f} at the budget)"
+    if np.isfinite(survival) and not np.isfinite(detect):
+        return f"detectable; the feature survives with probability {math.floor(100 * survival) / 100:.2f}"
     if np.isfinite(survival):
         # P(detected and intact) ≥ P(detected) + P(intact) − 1 (no independence assumed), rounded down
         both = math.floor(100 * max(0.0, detect + survival - 1) + 1e-9) / 100
