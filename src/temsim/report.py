@@ -120,10 +120,10 @@ def _fmt_margin(value: float) -> str:
 
 
 def _fmt_survival(value: float) -> str:
-    """Feature survival probability: ``"1"`` when its complement is below 1e-4, else 4 decimals at most."""
+    """Feature survival probability rounded down to three decimals; ``"> 0.999"`` above 0.999."""
     if value is None or math.isnan(value):
         return "—"
-    return "1 (> 0.9999)" if value > 0.9999 else f"{math.floor(value * 1e4) / 1e4:.4g}"
+    return "> 0.999" if value > 0.999 else f"{math.floor(value * 1e3) / 1e3:.3f}"
 
 
 def _damage_section(result) -> list:
