@@ -149,8 +149,9 @@ def _events(log) -> list[str]:
 
 
 def _numbers(path) -> dict:
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        return {name: ds[name].values for name in ds.variables}
+    """Every variable of every group (plan.nc keeps each mode's signals in its own group)."""
+    with xr.open_datatree(path, engine="h5netcdf") as tree:
+        return {f"{node.path}:{name}": node.ds[name].values for node in tree.subtree for name in node.ds.variables}
 
 
 @pytest.mark.parametrize("run", list(RUNS))

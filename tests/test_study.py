@@ -124,14 +124,14 @@ def test_wrong_value_types_name_the_key(tmp_path, bad, message):
 
 
 def test_mode_camera_key_and_deprecated_detector_spelling(tmp_path):
-    study = load_study(write(tmp_path, GOOD.replace("outer = 150.0", 'outer = 150.0\ncamera = "counting-ded"')))
-    assert study.modes[0].camera == study.modes[0].camera_name == "counting-ded"
-    old = GOOD.replace("outer = 150.0", 'outer = 150.0\ndetector = "counting-ded"')
+    study = load_study(write(tmp_path, GOOD.replace("outer = 150.0", 'outer = 150.0\ncamera = "ideal"')))
+    assert study.modes[0].camera == study.modes[0].camera_name == "ideal"
+    old = GOOD.replace("outer = 150.0", 'outer = 150.0\ndetector = "ideal"')
     with pytest.warns(DeprecationWarning, match="camera"):
         study = load_study(write(tmp_path, old))
-    assert study.modes[0].camera == "counting-ded"
+    assert study.modes[0].camera == "ideal"
     with pytest.warns(DeprecationWarning, match="camera"):
-        assert Mode("HAADF", detector="counting-ded").camera == "counting-ded"
+        assert Mode("HAADF", detector="ideal").camera == "ideal"
     assert Mode("HRTEM").camera_name == "counting-ded" and Mode("iDPC").camera_name == "annular-pmt"
 
 
@@ -296,3 +296,219 @@ def test_triazine_layer_is_the_orthogonalized_hexagonal_cell():
     layer = Atoms([s for _, s in angles] + ["N"], positions=positions, cell=cell, pbc=[True, True, False])
     layer.wrap()
     assert crystals.triazine_carbon_nitride() == structure.orthogonalize_cell(layer)
+
+
+# ----------------------------------------------------------------------------- settings as study keys
+NAMED = GOOD.replace(
+    '[[modes]]\nname = "HAADF"\ninner = 50.0\nouter = 150.0\n',
+    '[[modes]]\nname = "MAADF"\nkind = "annular"\ninner = 40.0\nouter = 100.0\n'
+    '[[modes]]\nname = "LAADF"\nkind = "annular"\ninner = 25.0\nouter = 50.0\n'
+    '[[modes]]\nname = "DPC8"\nkind = "segmented"\nsegments = 8\ninner = 5.0\nouter = 25.0\nrotation = 22.5\n'
+    '[[modes]]\nname = "ADF"\n',
+)
+
+
+def test_named_modes_of_one_kind_and_segmented_layouts(tmp_path):
+    study = load_study(write(tmp_path, NAMED))
+    maadf, laadf, dpc8, adf = study.modes
+    assert [m.label for m in study.modes] == ["MAADF", "LAADF", "DPC8", "ADF"]
+    assert maadf.kind == laadf.kind == adf.kind == "annular" and dpc8.kind == "segmented"
+    assert maadf.angles(25.0) == (40.0, 100.0) and laadf.angles(25.0) == (25.0, 50.0)
+    assert adf.angles(25.0) == (25.0, 75.0)  # a registered mode keeps its default angles
+    assert dpc8.nsegments == 8 and dpc8.rotation == 22.5 and dpc8.spec.display == "idpc"
+    assert Mode("iDPC").nsegments == 4 and maadf.camera_name == "annular-pmt"
+    # the detector the planner builds carries the layout (rotation in rad)
+    detector = dpc8.spec.mode_kind.detector(dpc8, *dpc8.angles(25.0), 100.0)
+    assert detector.nsegments == 8 and detector.rotation == pytest.approx(np.pi / 8)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (NAMED.replace('kind = "annular"\ninner = 40.0', 'kind = "ring"\ninner = 40.0'), "kind 'ring' is not one of"),
+        (NAMED.replace('name = "MAADF"\nkind = "annular"\n', 'name = "MAADF"\n'), "unknown mode 'MAADF'.*kind"),
+        (NAMED.replace("inner = 40.0\nouter = 100.0\n", ""), "give its inner and outer"),
+        (NAMED.replace('name = "LAADF"', 'name = "MAADF"'), "modes repeat: 'MAADF'"),
+        (NAMED.replace("segments = 8", "segments = 1"), r"modes\[2\].segments"),
+        (NAMED.replace("segments = 8", "segments = 2.5"), r"modes\[2\].segments"),
+        (NAMED.replace('name = "ADF"\n', 'name = "ADF"\nsegments = 4\n'), "segments does not apply to a annular"),
+        (NAMED.replace('name = "ADF"\n', 'name = "ADF"\nrotation = 45\n'), "rotation does not apply"),
+        (NAMED.replace('name = "ADF"\n', 'name = "HRTEM"\ninner = 4.0\n'), "inner does not apply to a image"),
+        (NAMED.replace('name = "ADF"\n', 'name = "HAADF"\ndefocus = -50.0\n'), "defocus does not apply"),
+        (NAMED.replace('name = "ADF"\n', 'name = "ADF"\nkind = "segmented"\n'), "registered annular mode"),
+        (NAMED.replace("inner = 40.0\nouter = 100.0", "inner = 100.0\nouter = 40.0"), "below outer"),
+        (
+            NAMED.replace('kind = "annular"\ninner = 40.0', "kind = 3\ninner = 40.0"),
+            r"modes\[0\].kind must be a string",
+        ),
+        (NAMED.replace("rotation = 22.5", 'rotation = "north"'), r"modes\[2\].rotation"),
+    ],
+)
+def test_bad_mode_keys_are_refused(tmp_path, bad, message):
+    with pytest.raises(StudyError, match=message):
+        load_study(write(tmp_path, bad))
+
+
+def test_grid_and_optics_keys(tmp_path):
+    from temsim.planning import grid_description, simulation_grid
+
+    study = load_study(
+        write(
+            tmp_path,
+            GOOD + "[simulation]\ngpts = [96, 80]\n",
+        )
+    )
+    assert study.gpts == (96, 80) and study.sampling is None and study.grid_keys() == {"gpts": (96, 80)}
+    grid = simulation_grid(study)
+    assert grid.gpts == (96, 80) and "gpts as given" in grid_description(study, grid)
+    rounded = load_study(write(tmp_path, GOOD + "[simulation]\nsampling = 0.07\n"))
+    grid = simulation_grid(rounded)
+    assert all(d <= 0.07 for d in grid.sampling) and grid.gpts == tuple(
+        int(round(e / d)) for e, d in zip(grid.extent, grid.sampling)
+    )
+    text = grid_description(rounded, grid)
+    assert f"{grid.gpts[0]}×{grid.gpts[1]} points" in text and "rounded" in text and "%" in text
+    optics = load_study(
+        write(
+            tmp_path,
+            GOOD.replace(
+                "aberrations = {C30 = 1000.0}",
+                "aberrations = {C30 = 1000.0}\naperture_edge = 0.5\nsource_size = 0.6\n"
+                "energy_spread = 0.7\nchromatic_aberration = 1.4e7",
+            ),
+        )
+    )
+    assert optics.aperture_edge == 0.5 and optics.source_size == 0.6
+    assert optics.focal_spread_at(200e3) == pytest.approx(24.214, rel=1e-4)  # 0.7 eV, Cc 1.4 mm, 200 kV
+
+
+def test_microscope_presets_and_explicit_keys_override_them(tmp_path):
+    from temsim.microscopes import microscope_preset
+
+    text = GOOD.replace("[microscope]\n", '[microscope]\npreset = "corrected-stem-cfeg"\n')
+    study = load_study(write(tmp_path, text))
+    preset = microscope_preset("corrected-stem-cfeg")
+    assert study.microscope == "corrected-stem-cfeg" and study.energy_spread == preset["energy_spread"]
+    assert study.source_size == preset["source_size"] and study.chromatic_aberration == preset["chromatic_aberration"]
+    assert study.aberrations.C30 == 1000.0  # the study's own Cs overrides the preset's
+    bare = load_study(write(tmp_path, text.replace("aberrations = {C30 = 1000.0}", "aberrations = {C10 = -20.0}")))
+    assert bare.aberrations.C30 == preset["aberrations"]["C30"] and bare.aberrations.C10 == -20.0
+    own = load_study(
+        write(tmp_path, text.replace("semiangle_cutoff", "source_size = 0.0\nfocal_spread = 30.0\nsemiangle_cutoff"))
+    )
+    assert own.source_size == 0.0 and own.focal_spread_at(80e3) == 30.0 and own.energy_spread == 0.0
+    assert 10 < study.focal_spread_at(80e3) < 60  # σ_f of a cold FEG with Cc 1.5 mm at 80 kV (Å)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (GOOD.replace("[microscope]\n", '[microscope]\npreset = "titan"\n'), "valid presets are"),
+        (GOOD.replace("[microscope]\n", "[microscope]\npreset = 3\n"), "microscope.preset 3"),
+        (
+            GOOD.replace("[microscope]\n", '[microscope]\npreset = "uncorrected-tem-schottky-200kv"\n').replace(
+                "energies = [80e3]", "energies = [300e3]"
+            ),
+            "describes 80–200 kV",
+        ),
+        (GOOD + "[simulation]\ngpts = [96, 80]\nsampling = 0.05\n", "sampling and simulation.gpts"),
+        (GOOD + "[simulation]\ngpts = [96]\n", "simulation.gpts"),
+        (GOOD + "[simulation]\ngpts = [96.5, 80]\n", r"simulation.gpts\[0\]"),
+        (GOOD + "[simulation]\ngpts = [1, 80]\n", r"simulation.gpts\[0\]"),
+        (GOOD.replace("[microscope]\n", "[microscope]\nsource_size = -0.5\n"), "microscope.source_size"),
+        (GOOD.replace("[microscope]\n", '[microscope]\nsource_size = "small"\n'), "microscope.source_size"),
+        (GOOD.replace("[microscope]\n", "[microscope]\naperture_edge = -1\n"), "microscope.aperture_edge"),
+        (GOOD.replace("[microscope]\n", "[microscope]\nenergy_spread = -0.3\n"), "microscope.energy_spread"),
+        (GOOD.replace("[microscope]\n", "[microscope]\nenergy_spread = 0.3\n"), "needs microscope.chromatic"),
+        (
+            GOOD.replace("[microscope]\n", "[microscope]\nenergy_spread = 0.3\nfocal_spread = 20\n"),
+            "both set the focal spread",
+        ),
+        (GOOD.replace("[microscope]\n", "[microscope]\nbrightness = 1e8\n"), "unknown key 'microscope.brightness'"),
+    ],
+)
+def test_bad_grid_and_optics_keys_are_refused(tmp_path, bad, message):
+    with pytest.raises(StudyError, match=message):
+        load_study(write(tmp_path, bad))
+
+
+def test_python_studies_refuse_both_grid_keys():
+    from dataclasses import replace
+
+    study = example_study("graphene-si")
+    with pytest.raises(StudyError, match="give one"):
+        replace(study, gpts=(64, 64))
+    assert replace(study, gpts=(64, 64), sampling=None).gpts == (64, 64)
+    with pytest.raises(StudyError, match="microscope.source_size"):
+        replace(study, source_size=-1.0)
+    with pytest.raises(StudyError, match="valid presets"):
+        replace(study, microscope="titan")
+
+
+# ----------------------------------------------------------------------------- the keys reach the plan
+def _tiny(modes, **kwargs):
+    from temsim import structure
+    from temsim.study import Feature, Study
+
+    options = dict(
+        name="tiny",
+        atoms=structure.tile(structure.graphene(vacuum=2.0), (5, 3, 1)),
+        feature=Feature("substitution", element="Si", host_element="C"),
+        energies=(80e3,),
+        modes=modes,
+        semiangle_cutoff=25.0,
+        sampling=0.1,
+        scan_step=0.4,
+        window=2.0,
+        slice_thickness=4.0,
+    )
+    options.update(kwargs)
+    return Study(**options)
+
+
+def test_named_modes_are_planned_side_by_side_and_rotation_permutes_segments():
+    """Two annular modes of one kind are both planned (the same angles as a registered mode give its
+    numbers exactly); a quadrant detector turned by 90° records the same counts, permuted, and so
+    needs the same dose; an 8-segment layout records more than the 4 quadrants it refines."""
+    from temsim.planning import evaluate, simulate
+
+    modes = (
+        Mode("ADF"),
+        Mode("MAADF", 25.0, 75.0, kind="annular"),
+        Mode("LAADF", 15.0, 40.0, kind="annular"),
+        Mode("DPC"),
+        Mode("DPC90", 5.0, 25.0, kind="segmented", rotation=90.0),
+        Mode("DPC8", 5.0, 25.0, kind="segmented", segments=8),
+    )
+    study = _tiny(modes)
+    rates = simulate(study, progress=False)
+    limits = evaluate(rates, study.target)
+    labels = [m.label for m in modes]
+    assert set(labels) <= set(limits.mode.values)
+    dose = {label: float(limits.required_dose.sel(mode=label, energy=80e3)) for label in labels}
+    assert all(np.isfinite(list(dose.values())))
+    assert dose["MAADF"] == dose["ADF"] and dose["LAADF"] != dose["MAADF"]
+    dpc, turned = rates["DPC"], rates["DPC90"]
+    np.testing.assert_allclose(turned.values, np.roll(dpc.values, -1, axis=-1), rtol=1e-5)
+    assert dose["DPC90"] == pytest.approx(dose["DPC"], rel=1e-5)
+    # splitting each quadrant in two can only add information (data-processing inequality)
+    assert dose["DPC8"] <= dose["DPC"] * (1 + 1e-9)
+    assert rates["DPC8"].attrs["segments"] == 8 and np.isfinite(rates["DPC8"].values).all()
+
+
+def test_source_size_blurs_the_stem_rates_and_gpts_reproduce_the_rounded_grid():
+    """A finite source keeps each channel's total counts, lowers the feature's contrast and so
+    raises the dose; gpts equal to the grid a sampling rounds to give the same rates."""
+    from dataclasses import replace
+
+    from temsim.planning import simulate, simulation_grid
+
+    point = _tiny((Mode("HAADF", 50.0, 120.0),), sampling=0.1)
+    rates = simulate(point, progress=False)["HAADF"]
+    blurred = simulate(replace(point, source_size=1.0), progress=False)["HAADF"]
+    np.testing.assert_allclose(blurred.sum(("scan_x", "scan_y")), rates.sum(("scan_x", "scan_y")), rtol=1e-10)
+    contrast = (rates.sel(hypothesis="H1") - rates.sel(hypothesis="H0")).max()
+    assert float((blurred.sel(hypothesis="H1") - blurred.sel(hypothesis="H0")).max()) < 0.8 * float(contrast)
+    gpts = simulation_grid(point).gpts
+    same = simulate(replace(point, sampling=None, gpts=gpts), progress=False)["HAADF"]
+    np.testing.assert_array_equal(same.values, rates.values)

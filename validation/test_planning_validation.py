@@ -39,9 +39,11 @@ def test_cli_graphene_si_end_to_end(tmp_path):
         if len(cells) == 10 and cells[1].replace(".", "").isdigit():
             rows[(cells[0], float(cells[1]) * 1e3)] = cells
     assert len(rows) == ds.sizes["mode"] * ds.sizes["energy"] == 8
-    # the expected counts per channel travel with the table, with real coordinates
-    assert ds["rates[iDPC]"].dims == ("energy", "hypothesis", "configuration", "scan_x", "scan_y", "segment")
-    assert ds["rates[HRTEM Δf=-60Å]"].dims[-2:] == ("x", "y") and ds.scan_x.attrs.get("units") == "Å"
+    # the expected counts per channel travel with the table, one group per mode, with real coordinates
+    tree = xr.open_datatree(out / "plan.nc", engine="h5netcdf")
+    idpc = tree["signals/iDPC"].rate
+    assert idpc.dims == ("energy", "hypothesis", "configuration", "scan_x", "scan_y", "segment")
+    assert tree["signals/HRTEM Δf=-60Å"].rate.dims[-2:] == ("x", "y") and idpc.scan_x.attrs.get("units") == "Å"
     for (mode, energy), cells in rows.items():
         dose = float(ds.required_dose.sel(mode=mode, energy=energy))
         assert float(cells[2]) == pytest.approx(dose, rel=5e-3)  # table prints 3 significant digits

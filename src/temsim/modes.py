@@ -24,7 +24,17 @@ import xarray as xr
 
 from temsim.errors import StudyError
 
-__all__ = ["ModeSpec", "ModeKind", "MODES", "KINDS", "register_mode", "mode_spec", "mode_kind", "DISPLAYS"]
+__all__ = [
+    "ModeSpec",
+    "ModeKind",
+    "MODES",
+    "KINDS",
+    "register_mode",
+    "mode_spec",
+    "mode_kind",
+    "named_spec",
+    "DISPLAYS",
+]
 
 
 # ----------------------------------------------------------------------------- displays
@@ -41,7 +51,7 @@ def display_idpc(counts: np.ndarray, signal: dict) -> np.ndarray:
     """Segment counts (x, y, segment) → iDPC: integrate the segments' gradient."""
     from temsim.detectors import integrate_gradient
 
-    azimuth = (np.arange(counts.shape[-1]) + 0.5) * 2 * np.pi / counts.shape[-1]
+    azimuth = signal.get("rotation", 0.0) + (np.arange(counts.shape[-1]) + 0.5) * 2 * np.pi / counts.shape[-1]
     gx = (counts * np.cos(azimuth)).sum(-1)
     gy = (counts * np.sin(azimuth)).sum(-1)
     return integrate_gradient(gx, gy, _step(signal), regularization=0.05)
@@ -92,6 +102,11 @@ class ModeKind:
         Camera preset when a mode names none.
     label : callable
         ``label(name, mode) -> str``: the row label of a configured mode.
+    display : str
+        Key of :data:`DISPLAYS` for a user-named mode of this kind (not in :data:`MODES`).
+    default_angles : callable or None
+        ``alpha -> (inner, outer)`` for a user-named mode of this kind; ``None``: the study
+        must give ``inner`` and ``outer``.
     """
 
     name: str
@@ -100,6 +115,8 @@ class ModeKind:
     channels: Callable
     default_camera: str
     label: Callable = lambda name, mode: name
+    display: str = "raw"
+    default_angles: Callable | None = None
 
 
 def _annular(mode, inner, outer, limit):
@@ -111,7 +128,7 @@ def _annular(mode, inner, outer, limit):
 def _segmented(mode, inner, outer, limit):
     from temsim.detectors import SegmentedDetector
 
-    return SegmentedDetector(inner, outer, nsegments=4)
+    return SegmentedDetector(inner, outer, nsegments=mode.nsegments, rotation=float(np.deg2rad(mode.rotation)))
 
 
 def _pixelated(mode, inner, outer, limit):
@@ -124,21 +141,31 @@ def _one_ring(da: xr.DataArray, label: str) -> xr.DataArray:
     return _strip(da, label).isel(ring=0, drop=True)
 
 
+def _reach(alpha: float) -> tuple[float, float]:
+    return (0.0, 2.5 * alpha)
+
+
+def _no_angles(alpha: float) -> tuple[float, float]:
+    return (0.0, 0.0)
+
+
 KINDS: dict[str, ModeKind] = {
     "annular": ModeKind("annular", True, _annular, _strip, "annular-pmt"),
-    "segmented": ModeKind("segmented", True, _segmented, _one_ring, "annular-pmt"),
-    "pixelated": ModeKind("pixelated", True, _pixelated, _strip, "hybrid-pixel"),
+    "segmented": ModeKind("segmented", True, _segmented, _one_ring, "annular-pmt", display="idpc"),
+    "pixelated": ModeKind("pixelated", True, _pixelated, _strip, "hybrid-pixel", display="icom", default_angles=_reach),
     "image": ModeKind(
-        "image", False, None, _strip, "counting-ded", label=lambda name, mode: f"{name} Δf={mode.defocus:g}Å"
+        "image",
+        False,
+        None,
+        _strip,
+        "counting-ded",
+        label=lambda name, mode: f"{name} Δf={mode.defocus:g}Å",
+        default_angles=_no_angles,
     ),
 }
 
 
 # ----------------------------------------------------------------------------- modes
-def _no_angles(alpha: float) -> tuple[float, float]:
-    return (0.0, 0.0)
-
-
 @dataclass(frozen=True)
 class ModeSpec:
     """One imaging mode.
@@ -210,6 +237,41 @@ def mode_spec(name: str) -> ModeSpec:
 
 def mode_kind(name: str) -> ModeKind:
     return KINDS[mode_spec(name).kind]
+
+
+def _no_default_angles(name: str, kind: str) -> Callable:
+    def angles(alpha: float) -> tuple[float, float]:
+        raise StudyError(
+            f"mode {name!r} (kind {kind!r}) is not a registered mode: give its inner and outer angles (mrad)"
+        )
+
+    return angles
+
+
+def named_spec(name: str, kind: str | None = None) -> ModeSpec:
+    """The spec of a mode a study names: the registered one, or a new mode ``name`` of ``kind``.
+
+    A registered ``name`` with another ``kind`` is refused; an unregistered ``name`` needs a
+    ``kind`` (one of :data:`KINDS`). A user-named annular or segmented mode has no default
+    angles (the study gives them); a pixelated one reaches 2.5α, an image mode needs none.
+    """
+    if name in MODES:
+        spec = MODES[name]
+        if kind is not None and kind != spec.kind:
+            raise StudyError(
+                f"mode {name!r} is a registered {spec.kind} mode, not {kind!r}; drop kind or give the mode another name"
+            )
+        return spec
+    if kind is None:
+        raise StudyError(
+            f"unknown mode {name!r}; valid modes are {', '.join(MODES)}, or name a mode of your own with "
+            f'kind = one of {", ".join(KINDS)} (e.g. name = "MAADF", kind = "annular", inner = 40, outer = 100)'
+        )
+    if kind not in KINDS:
+        raise StudyError(f"mode {name!r}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    mode_kind = KINDS[kind]
+    angles = mode_kind.default_angles or _no_default_angles(name, kind)
+    return ModeSpec(name, kind, angles, display=mode_kind.display)
 
 
 for _spec in (

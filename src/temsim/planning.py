@@ -21,6 +21,7 @@ A plan is a pipeline of small steps, each usable on its own:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -616,9 +617,16 @@ def _jackknife(r0s: np.ndarray, r1s: np.ndarray, stat, dose: float) -> tuple[flo
                 np.mean([r0s[i] for i in keep], 0), np.mean([r1s[i] for i in keep], 0)
             ).j_per_dose
         )
-    js = np.asarray(js)
+    return _interval(np.asarray(js), stat.j_per_dose, dose)
+
+
+def _interval(js: np.ndarray, j: float, dose: float) -> tuple[float, float]:
+    """Dose interval from ±2 jackknife standard errors of the leave-one-out values ``js`` of j₁ = ``j``."""
+    n = len(js)
+    if n < 2 or not np.isfinite(dose):
+        return np.nan, np.nan
     se = math.sqrt((n - 1) / n * np.sum((js - js.mean()) ** 2))
-    rel = se / stat.j_per_dose if stat.j_per_dose > 0 else np.nan
+    rel = se / j if j > 0 else np.nan
     return dose / (1 + 2 * rel), (dose / max(1e-12, 1 - 2 * rel) if rel < 0.5 else np.inf)
 
 
@@ -964,6 +972,7 @@ FOUR_D_ROW = "4D bound"
 OPTIMAL_ANNULUS_ROW = "optimal annulus"
 OPTIMAL_SEGMENTED_ROW = "optimal segmented"
 QUANTUM_ROW = "quantum limit"
+PLANE_WAVE_QUANTUM_ROW = "quantum limit (plane wave)"
 #: Azimuthal bins and segment counts of the optimal segmented search.
 AZIMUTH_BINS = 24
 SEGMENT_COUNTS = (2, 4, 8)
@@ -1085,17 +1094,56 @@ def information_rates(study: Study, waves: dict) -> tuple:
     return rates, {row: (camera, geometry) for row, (_, camera, geometry) in rows.items()}
 
 
-def _quantum_row(study: Study, waves: dict, template: xr.Dataset) -> tuple:
-    """The quantum limit as one row shaped like ``template`` (one row of a decided dataset)."""
-    row = template.copy(deep=True).assign_coords(mode=[QUANTUM_ROW])
+def plane_wave_data(study: Study, settings: ExecutionSettings | None = None) -> dict:
+    """``{energy: (h per configuration, pixel area Å²)}`` of the plane-wave exit waves (HRTEM
+    illumination; ``{}`` for a study without image modes), see
+    :func:`temsim.exit_waves.plane_wave_distance`."""
+    if not _image_modes(study):
+        return {}
+    settings = resolve_settings(settings)
+    h0, h1, _ = study.hypotheses()
+    configs = (_configurations(study, h0), _configurations(study, h1))
+    keys = dict(study.grid_keys(), slice_thickness=study.slice_thickness)
+    with settings.activate():
+        return {
+            e: exit_waves.plane_wave_distance(e, configs, potential_keys=keys, settings=settings)
+            for e in study.energies
+        }
+
+
+def _stem_quantum(study: Study, waves: dict) -> dict:
+    """``{energy: (statistics, leave-one-configuration-out j)}`` of the STEM probe's quantum limit."""
+    out = {}
+    for energy, data in waves.items():
+        h = _scan_array(study, data, data.distance[None]).isel(hypothesis=0).values  # (configuration, x, y)
+        loo = [np.delete(h, i, axis=0).mean(axis=0) for i in range(len(h))] if len(h) > 1 else []
+        out[energy] = (
+            quantum_limit.quantum_statistics(h.mean(axis=0), data.area),
+            [quantum_limit.quantum_statistics(x, data.area).j_per_dose for x in loo],
+        )
+    return out
+
+
+def _plane_quantum(plane: dict) -> dict:
+    """``{energy: (statistics, leave-one-configuration-out j)}`` of the plane wave's quantum limit."""
+    out = {}
+    for energy, (h, area) in plane.items():
+        loo = [np.delete(h, i).mean() for i in range(len(h))] if len(h) > 1 else []
+        out[energy] = (
+            quantum_limit.quantum_statistics([h.mean()], area),
+            [quantum_limit.quantum_statistics([x], area).j_per_dose for x in loo],
+        )
+    return out
+
+
+def _quantum_row(study: Study, quantum: dict, label: str, template: xr.Dataset) -> xr.Dataset:
+    """A quantum limit ``{energy: (statistics, jackknife j)}`` as one row shaped like ``template``."""
+    row = template.copy(deep=True).assign_coords(mode=[label])
     budgets, doses = _study_budgets(study), _study_doses(study)
-    j_q = {}
     for ei, energy in enumerate(row.energy.values):
-        data = waves[float(energy)]
-        h = _scan_array(study, data, data.distance[None]).isel(hypothesis=0).mean("configuration")
-        stat = quantum_limit.quantum_statistics(h.values, data.area)
-        j_q[float(energy)] = stat.j_per_dose
-        values, curve = _limits_of(stat, study.target, budgets[float(energy)], doses, lambda dose: (np.nan, np.nan))
+        stat, js = quantum[float(energy)]
+        interval = functools.partial(_interval, np.asarray(js), stat.j_per_dose)
+        values, curve = _limits_of(stat, study.target, budgets[float(energy)], doses, interval)
         row["channels"].values[0, ei] = values.pop("channels")
         for name, value in values.items():
             row[name].values[0, ei] = value
@@ -1106,7 +1154,7 @@ def _quantum_row(study: Study, waves: dict, template: xr.Dataset) -> tuple:
     row["mc_note"].values[:] = ""
     row.attrs["detection_probability"] = _detection_probability(study.target)
     row["verdict"].values[:] = verdicts(row).values
-    return row.assign(camera=("mode", ["any detector"])), j_q
+    return row.assign(camera=("mode", ["any detector"]))
 
 
 def _with_rows(ds: xr.Dataset, extra: xr.Dataset) -> xr.Dataset:
@@ -1123,22 +1171,42 @@ def _with_rows(ds: xr.Dataset, extra: xr.Dataset) -> xr.Dataset:
     return ds.drop_vars(moded + ["mode"]).assign({da.name: da for da in parts})
 
 
-def information_rows(study: Study, waves: dict, ds: xr.Dataset, monte_carlo_trials: int = 2000) -> xr.Dataset:
+def information_rows(
+    study: Study, waves: dict, ds: xr.Dataset, monte_carlo_trials: int = 2000, plane: dict | None = None
+) -> xr.Dataset:
     """The plan dataset ``ds`` with the rows of the limits of any detector appended and two columns:
-    ``quantum_multiple`` (each row's dose as a multiple of the quantum-limit dose, without damage:
-    ``j_Q / j₁``) and ``detector_geometry`` (the searched detectors, the 4D camera, the cells)."""
-    rates, described = information_rates(study, waves)
-    extra = _decided(study, rates, monte_carlo_trials, seed=study.seed + 1)
-    extra = extra.assign(camera=("mode", np.array([described[str(m)][0] for m in extra.mode.values], dtype=str)))
-    quantum, j_q = _quantum_row(study, waves, extra.isel(mode=[0]))
-    extra = xr.concat([extra, quantum], dim="mode", data_vars="minimal", coords="minimal", compat="override")
+    ``quantum_multiple`` (each row's dose as a multiple of the quantum-limit dose of its illumination,
+    without damage: ``j_Q / j₁``) and ``detector_geometry`` (the searched detectors, the 4D camera,
+    an acquisition's cells).
+
+    ``waves`` (:func:`exit_wave_data`) gives the STEM rows, ``plane`` (:func:`plane_wave_data`) the
+    plane-wave quantum limit that the image modes are compared with.
+    """
+    parts, described, j_q, illumination = [], {}, {}, {}
+    if waves:
+        rates, described = information_rates(study, waves)
+        extra = _decided(study, rates, monte_carlo_trials, seed=study.seed + 1)
+        parts.append(extra.assign(camera=("mode", np.array([described[str(m)][0] for m in extra.mode.values]))))
+        quantum = _stem_quantum(study, waves)
+        parts.append(_quantum_row(study, quantum, QUANTUM_ROW, ds.isel(mode=[0])))
+        j_q[QUANTUM_ROW] = {e: q[0].j_per_dose for e, q in quantum.items()}
+        illumination.update({m: QUANTUM_ROW for m in [*(x.label for x in _stem_modes(study)), *described]})
+    if plane:
+        quantum = _plane_quantum(plane)
+        parts.append(_quantum_row(study, quantum, PLANE_WAVE_QUANTUM_ROW, ds.isel(mode=[0])))
+        j_q[PLANE_WAVE_QUANTUM_ROW] = {e: q[0].j_per_dose for e, q in quantum.items()}
+        illumination.update({m.label: PLANE_WAVE_QUANTUM_ROW for m in _image_modes(study)})
+    illumination.update({row: row for row in j_q})
+    extra = xr.concat(parts, dim="mode", data_vars="minimal", coords="minimal", compat="override", join="outer")
     ds = _with_rows(ds, extra)
     geometry = [
         [described.get(str(m), ("", {}))[1].get(float(e), "") for e in ds.energy.values] for m in ds.mode.values
     ]
-    stem = {m.label for m in _stem_modes(study)} | set(described) | {QUANTUM_ROW}
     multiple = [
-        [j_q[float(e)] / j if str(m) in stem and j > 0 else np.nan for e, j in zip(ds.energy.values, row)]
+        [
+            j_q[illumination[str(m)]][float(e)] / j if str(m) in illumination and j > 0 else np.nan
+            for e, j in zip(ds.energy.values, row)
+        ]
         for m, row in zip(ds.mode.values, ds.j_per_dose.values)
     ]
     return ds.assign(
@@ -1226,11 +1294,12 @@ def plan(
     with compute.session(settings) as shared:  # one local cluster for every simulation of the plan
         rates = simulate(study, settings=shared, progress=progress, checkpoint_dir=checkpoint_dir)
         waves = exit_wave_data(study, shared) if limits_of_any_detector else {}
+        plane = plane_wave_data(study, shared) if limits_of_any_detector else {}
     ds = _decided(study, rates, monte_carlo_trials, study.seed)
     cameras = [rates[label].attrs.get("camera", "") if label in rates else "" for label in ds.mode.values]
     ds = ds.assign(camera=("mode", np.array(cameras, dtype=str)))
-    if waves:  # the 4D bound, joint acquisitions, optimal detectors and the quantum limit
-        ds = information_rows(study, waves, ds, monte_carlo_trials)
+    if waves or plane:  # the 4D bound, joint acquisitions, optimal detectors and the quantum limits
+        ds = information_rows(study, waves, ds, monte_carlo_trials, plane)
     else:
         ds = ds.assign(quantum_multiple=ds.j_per_dose * np.nan, detector_geometry=xr.full_like(ds.verdict, ""))
     h0, h1, _ = study.hypotheses()

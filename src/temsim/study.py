@@ -175,9 +175,18 @@ class Mode:
                 error=StudyError,
             )
         try:
-            camera_model(self.camera_name, **dict(params))
+            model = camera_model(self.camera_name, **dict(params))
         except InputError as err:
             raise StudyError(f"mode {self.name!r}: camera {self.camera_name!r}: {err}") from None
+        signal = {"annular": "stem", "segmented": "stem", "pixelated": "4dstem", "image": "image"}[self.kind]
+        if not model.accepts(signal):
+            from temsim.cameras import CAMERA_PRESETS
+
+            fits = [n for n in CAMERA_PRESETS if camera_model(n).accepts(signal)]
+            raise StudyError(
+                f"mode {self.name!r} ({self.kind}): camera {self.camera_name!r} does not record {signal!r} "
+                f"signals; cameras that do: {', '.join(fits)}"
+            )
 
     @property
     def spec(self):

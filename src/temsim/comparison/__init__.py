@@ -50,13 +50,17 @@ __all__ = [
 DEFAULT_FIT = ("defocus", "thickness", "blur", "shift", "scale", "dose")
 
 
-def simulate_for_comparison(study, *, hypothesis: str = "H1", mode: str | None = None, energy=None, settings=None):
+def simulate_for_comparison(
+    study, *, hypothesis: str = "H1", mode: str | None = None, energy=None, settings=None, defoci=None
+):
     """The forward model of a planning study, from one simulation with a thickness series.
 
     HRTEM modes: one multislice run saving the exit wave after every slice
-    (:class:`ExitWaveModel`; defocus can be fitted). Annular STEM modes (HAADF, ADF, ABF, BF):
-    one scan over the whole cell at the study's ``scan_step`` with a thickness series
-    (:class:`ImageModel`).
+    (:class:`ExitWaveModel`; defocus can be fitted). STEM modes — annular (HAADF, ADF, ABF,
+    BF), segmented (iDPC: the segments' DPC vector integrated over the scan) and pixelated
+    (iCoM: the centre of mass integrated) — one scan over the whole cell at the study's
+    ``scan_step`` with a thickness series (:class:`ImageModel`), or one per probe defocus of
+    ``defoci`` (a defocus series: the probe defocus can then be fitted).
 
     Parameters
     ----------
@@ -71,6 +75,9 @@ def simulate_for_comparison(study, *, hypothesis: str = "H1", mode: str | None =
         Beam energy (eV), one of the study's (default: the first).
     settings : ExecutionSettings, optional
         How the simulation runs (threads, precision).
+    defoci : sequence of float, optional
+        STEM only: probe defoci (Å, positive = underfocus; at least 3), one scan each, instead
+        of the study's single defocus.
 
     Returns
     -------
@@ -87,27 +94,25 @@ def simulate_for_comparison(study, *, hypothesis: str = "H1", mode: str | None =
         raise InputError(f"hypothesis must be 'H0' (without the feature) or 'H1' (with it), got {hypothesis!r}")
     h0, h1, _ = study.hypotheses()
     energy = float(study.energies[0] if energy is None else energy)
-    potential = Potential(
-        h1 if hypothesis == "H1" else h0, sampling=study.sampling, slice_thickness=study.slice_thickness
-    )
+    potential = Potential(h1 if hypothesis == "H1" else h0, **study.grid_keys(), slice_thickness=study.slice_thickness)
     if chosen.kind == "image":
+        if defoci is not None:
+            raise InputError("defoci= is for STEM modes; an HRTEM model fits any defocus from its exit waves")
         model, start = _hrtem_model(study, chosen, potential, energy, settings)
     else:
-        model, start = _stem_model(study, chosen, potential, energy, settings), {}
+        model, start = _stem_model(study, chosen, potential, energy, settings, defoci)
     model.study_name = study.name
     model.hypothesis = hypothesis
     return model, start
 
 
 def _study_mode(study, mode: str | None):
-    candidates = [m for m in study.modes if m.kind in ("image", "annular") and (mode is None or m.label == mode)]
-    candidates.sort(key=lambda m: m.kind != "image")  # HRTEM first
+    kinds = ("image", "annular", "segmented", "pixelated")  # preferred in this order
+    candidates = [m for m in study.modes if m.kind in kinds and (mode is None or m.label == mode)]
+    candidates.sort(key=lambda m: kinds.index(m.kind))
     if not candidates:
         labels = [m.label for m in study.modes]
-        raise InputError(
-            f"study {study.name!r} has no HRTEM or annular STEM mode{'' if mode is None else f' named {mode!r}'} "
-            f"(modes: {labels}); segmented and pixelated modes are not compared yet"
-        )
+        raise InputError(f"study {study.name!r} has no mode named {mode!r} (modes: {labels})")
     return candidates[0]
 
 
@@ -115,32 +120,61 @@ def _hrtem_model(study, mode, potential, energy: float, settings):
     from temsim.solvers.multislice import multislice
     from temsim.waves import PlaneWave
 
+    if study.aperture_edge:
+        raise InputError(
+            "the HRTEM comparison model uses a hard objective aperture; remove microscope.aperture_edge to compare"
+        )
     waves = multislice(PlaneWave(energy=energy), potential, save_every=1, settings=settings)
     lens = study.aberrations.with_defocus(study.aberrations.defocus + mode.defocus)
-    model = ExitWaveModel(waves, lens, semiangle_cutoff=study.semiangle_cutoff, focal_spread=study.focal_spread)
+    focal_spread = study.focal_spread_at(energy)
+    model = ExitWaveModel(waves, lens, semiangle_cutoff=study.semiangle_cutoff, focal_spread=focal_spread)
     return model, {"defocus": lens.defocus}
 
 
-def _stem_model(study, mode, potential, energy: float, settings) -> ImageModel:
-    from temsim.detectors import AnnularDetector
+def _stem_detector(mode, alpha: float):
+    """The detector whose signal an acquired image of ``mode`` shows: annular, iDPC or iCoM."""
+    from temsim.detectors import AnnularDetector, IntegratedCenterOfMass, IntegratedDPC
+    from temsim.modes import KINDS
+
+    inner, outer = mode.angles(alpha)
+    if mode.kind == "annular":
+        return AnnularDetector(inner, outer)
+    if mode.kind == "segmented":
+        segments = KINDS["segmented"].detector(mode, inner, outer, None)
+        return IntegratedDPC(segments.inner, segments.outer, segments.nsegments, segments.rotation)
+    return IntegratedCenterOfMass()
+
+
+def _stem_model(study, mode, potential, energy: float, settings, defoci=None) -> tuple[ImageModel, dict]:
+    from temsim.microscopes import source_blur
     from temsim.positions import GridScan
     from temsim.solvers.stem import scan
     from temsim.waves import Probe
 
-    probe = Probe(
-        energy=energy,
-        semiangle_cutoff=study.semiangle_cutoff,
-        aberrations=study.aberrations,
-        focal_spread=study.focal_spread,
-    )
     cell = tuple(float(e) for e in potential.grid.extent)
     gpts = tuple(max(2, math.ceil(e / study.scan_step)) for e in cell)
-    inner, outer = mode.angles(study.semiangle_cutoff)
     positions = GridScan(start=(0.0, 0.0), end=cell, gpts=gpts)
-    result = scan(
-        probe, potential, {mode.label: AnnularDetector(inner, outer)}, positions, save_every=1, settings=settings
-    )
-    return ImageModel(result[mode.label])
+    detector = {mode.label: _stem_detector(mode, study.semiangle_cutoff)}
+    members = [study.aberrations.defocus] if defoci is None else [float(d) for d in defoci]
+    images = []
+    for defocus in members:
+        probe = Probe(
+            energy=energy,
+            semiangle_cutoff=study.semiangle_cutoff,
+            aberrations=study.aberrations.with_defocus(defocus),
+            aperture_edge=study.aperture_edge,
+            focal_spread=study.focal_spread_at(energy),
+        )
+        result = scan(probe, potential, detector, positions, save_every=1, settings=settings)
+        # the scan covers the periodic cell: the finite source blurs it periodically
+        images.append(source_blur(result[mode.label], study.source_size, boundary="wrap"))
+    if defoci is None:
+        return ImageModel(images[0]), {}
+    series = xr.concat(images, dim=xr.DataArray(members, dims="defocus", attrs={"units": "Å"}))
+    series = series.assign_coords(defocus=("defocus", members, {"units": "Å"})).assign_attrs(images[0].attrs)
+    nominal = study.aberrations.defocus
+    start = nominal if min(members) <= nominal <= max(members) else float(np.median(members))
+    return ImageModel(series), {"defocus": start}
 
 
 def _model(simulation, lens: dict, study_options: dict):
@@ -200,9 +234,12 @@ def compare(
     vacuum_level=None,
     crop_to=None,
     row_shifts: bool = False,
+    signal: str | None = None,
+    regularization=None,
     hypothesis: str = "H1",
     mode: str | None = None,
     energy=None,
+    defoci=None,
     settings=None,
 ) -> CompareResult:
     """Fit a simulation to an experimental image and report how well it matches.
@@ -217,13 +254,15 @@ def compare(
         Complex exit waves from :func:`temsim.multislice` (``save_every`` for a thickness
         series): HRTEM with ``aberrations``, ``semiangle_cutoff``, ``focal_spread``. Real images
         (``x``, ``y`` or ``scan_x``, ``scan_y``, optionally over ``thickness``): HRTEM at fixed
-        optics or STEM, one simulation cell. A :class:`temsim.study.Study` or study TOML file:
-        its HRTEM mode simulated here (``hypothesis``, ``mode``, ``energy``).
+        optics or STEM, one simulation cell; a STEM ``defocus`` dim (a probe defocus series)
+        lets the probe defocus be fitted. A :class:`temsim.study.Study` or study TOML file:
+        its HRTEM or STEM mode simulated here (``hypothesis``, ``mode``, ``energy``, ``defoci``).
     fit : sequence of str
         Fitted among ``defocus``, ``Cs`` (C30, Å), ``thickness``, ``blur``, ``shift``,
-        ``rotation_deg`` (searched ±5°), ``magnification``, ``scale``, ``offset``, ``dose``;
+        ``rotation_deg`` (searched ±5°), ``magnification``, ``drift`` (STEM: ``drift_x``,
+        ``drift_y``, Å from the first to the last scan line), ``scale``, ``offset``, ``dose``;
         the others stay at ``initial`` (offset 0, blur 0, shift 0, rotation 0, magnification 1,
-        scale 1; Cs the lens's).
+        drift 0, scale 1; Cs the lens's).
     pixel_size : float or (float, float), optional
         Experimental pixel size (Å), where the source has no calibration.
     aberrations : Aberrations, optional
@@ -249,8 +288,16 @@ def compare(
     row_shifts : bool
         STEM line jitter: fit one shift along *x* (the fast scan axis) per scan line
         (``result.row_shifts``, Å, mean folded into ``shift_x``).
-    hypothesis, mode, energy, settings
-        For a study: with or without the feature, which HRTEM mode, which energy (eV), how to run.
+    signal : {"counts", "signed", "integrated"}, optional
+        The kind of image (default: from the simulation's attrs): counts (HRTEM, annular and
+        virtual-detector STEM: Poisson noise with a gain), signed (one DPC or centre-of-mass
+        component: white noise of one variance, scale may be negative) or integrated (iDPC,
+        iCoM: mean lost, the coloured noise whitened). No dose from signed/integrated images.
+    regularization : float, optional
+        iDPC/iCoM: the ε (1/Å²) the experiment was integrated with (default: the simulation's).
+    hypothesis, mode, energy, defoci, settings
+        For a study: with or without the feature, which mode, which energy (eV), the STEM probe
+        defocus series (Å), how to run.
 
     Returns
     -------
@@ -277,19 +324,33 @@ def compare(
         "angular_spread": angular_spread,
     }
     model, start = _model(
-        simulation, lens, {"hypothesis": hypothesis, "mode": mode, "energy": energy, "settings": settings}
+        simulation,
+        lens,
+        {"hypothesis": hypothesis, "mode": mode, "energy": energy, "settings": settings, "defoci": defoci},
     )
+    if signal is not None:
+        _set_signal(model, signal)
     pixel = pixel_size_of(image)
     check_calibration(pixel, model.sampling)
     initial, fit = _stem_levels({**start, **(initial or {})}, tuple(fit), black_level, vacuum_level)
     if likelihood == "poisson" and gain is None:
         gain = 1.0
-    fitter = Fitter(model, image.values, pixel, fit, initial, bounds, likelihood, gain, efficiency)
+    fitter = Fitter(model, image.values, pixel, fit, initial, bounds, likelihood, gain, efficiency, regularization)
     if row_shifts:
         fitter.row_shifts = np.zeros(image.sizes["y"])
     with _threads_limited():
         outcome = run_fit(fitter)
     return _result(image, model, outcome, fitter, likelihood)
+
+
+def _set_signal(model, signal: str) -> None:
+    from temsim.comparison.model import SIGNALS
+
+    if signal not in SIGNALS:
+        raise InputError(f"signal must be one of {', '.join(SIGNALS)}, got {signal!r}")
+    if signal != "counts" and not isinstance(model, ImageModel):
+        raise InputError(f"signal={signal!r} needs a simulated STEM image (iDPC, iCoM, DPC, CoM), not exit waves")
+    model.signal = signal
 
 
 def _is_loaded(experiment, pixel_size) -> bool:
@@ -304,10 +365,13 @@ def _is_loaded(experiment, pixel_size) -> bool:
 def _result(image: xr.DataArray, model, outcome, fitter: Fitter, likelihood: str) -> CompareResult:
     sigma = np.sqrt(outcome.variance)
     simulation = image.copy(data=outcome.prediction).rename("simulation")
-    residual = image.copy(data=(image.values - outcome.prediction) / sigma).rename("residual")
+    residual = image.copy(data=fitter.whiten(image.values - outcome.prediction) / sigma).rename("residual")
     residual.attrs = {"units": "standard deviations"}
+    if fitter.signal == "integrated":
+        residual.attrs["description"] = "whitened: the residual's gradient component along q (iDPC/iCoM)"
     n_fitted = len(fitter.names) + ("thickness" in fitter.free_all) + (fitter.gain is None)
     metrics = match_metrics(image.values, outcome.prediction, outcome.variance, n_fitted)
+    metrics.update(chi2=outcome.chi2, chi2_per_dof=outcome.chi2 / metrics["dof"])  # in the noise's white space
     profile = xr.DataArray(
         outcome.thickness_profile,
         dims=("thickness",),
@@ -322,6 +386,7 @@ def _result(image: xr.DataArray, model, outcome, fitter: Fitter, likelihood: str
         "experiment_calibration": image.attrs.get("calibration", ""),
         "pixel_size": str(list(fitter.pixel)),
         "likelihood": likelihood,
+        "signal": fitter.signal,
         "fitted": ", ".join(fitter.free_all),
         "fixed": str({k: v for k, v in fitter.initial.items() if k in CONTINUOUS and k not in fitter.names}),
         "efficiency": fitter.efficiency,
@@ -397,7 +462,8 @@ def feature_posterior(
     experiment : path or array or DataArray
         The acquired image of the planned region (see :func:`compare`).
     study : Study or str
-        The plan's study (or its TOML file); its HRTEM mode is simulated for H0 and H1.
+        The plan's study (or its TOML file); its HRTEM or STEM mode (``mode=``) is simulated
+        for H0 and H1.
     models : (model_H0, model_H1), optional
         Already simulated models (from :func:`simulate_for_comparison`), to skip the simulation.
     prior : float
@@ -413,7 +479,8 @@ def feature_posterior(
     """
     if models is None:
         models = tuple(simulate_for_comparison(study, hypothesis=h, mode=options.get("mode"))[0] for h in ("H0", "H1"))
-    initial = {"defocus": models[1].aberrations.defocus, **options.pop("initial", {})}
+    lens = getattr(models[1], "aberrations", None)
+    initial = ({} if lens is None else {"defocus": lens.defocus}) | options.pop("initial", {})
     options.pop("mode", None)
     fits = {h: compare(experiment, m, fit=fit, initial=initial, **options) for h, m in zip(("H0", "H1"), models)}
     data = fits["H1"].experiment
