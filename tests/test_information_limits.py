@@ -188,10 +188,10 @@ def _tiny_study(modes):
 
 @pytest.mark.filterwarnings("ignore::temsim.errors.AccuracyWarning")
 def test_plan_rows_obey_the_data_processing_inequality():
-    from temsim.planning import FOUR_D_ROW, OPTIMAL_ANNULUS_ROW, QUANTUM_ROW, plan
+    from temsim.planning import FOUR_D_ROW, OPTIMAL_ANNULUS_ROW, PLANE_WAVE_QUANTUM_ROW, QUANTUM_ROW, plan
 
     modes = (Mode("HAADF", 60, 120), Mode("ADF"), Mode("ABF"), Mode("BF"), Mode("iDPC"))
-    result = plan(_tiny_study(modes), monte_carlo_trials=50, progress=False)
+    result = plan(_tiny_study(modes + (Mode("HRTEM", defocus=-60),)), monte_carlo_trials=50, progress=False)
     dose = {r["mode"]: r["required_dose"] for r in result.table}
     joint = dose["joint: HAADF+ADF+ABF+BF+iDPC"]
     singles = [dose[m.label] for m in modes]
@@ -203,3 +203,5 @@ def test_plan_rows_obey_the_data_processing_inequality():
         assert plain.row(m.label, 60e3)["required_dose"] == pytest.approx(dose[m.label], rel=1e-4)
     multiples = {r["mode"]: r["quantum_multiple"] for r in result.table}
     assert multiples[QUANTUM_ROW] == 1.0 and all(multiples[m.label] >= 1 for m in modes)
+    # HRTEM against the quantum limit of its own (plane-wave) illumination
+    assert dose[PLANE_WAVE_QUANTUM_ROW] <= dose["HRTEM Δf=-60Å"] and multiples["HRTEM Δf=-60Å"] >= 1

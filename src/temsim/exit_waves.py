@@ -32,9 +32,11 @@ from temsim.positions import nyquist_sampling
 from temsim.potentials import Potential
 from temsim.quantum_limit import state_distance
 from temsim.settings import ExecutionSettings
+from temsim.solvers.multislice import multislice
 from temsim.solvers.stem import build_engine
+from temsim.waves import PlaneWave
 
-__all__ = ["ExitWaveData", "lockstep_pass", "pass_bytes"]
+__all__ = ["ExitWaveData", "lockstep_pass", "pass_bytes", "plane_wave_distance"]
 
 
 @dataclass(frozen=True)
@@ -162,3 +164,28 @@ def _crop(compiled, wave: np.ndarray) -> np.ndarray:
     """|ψ(k)|² on the kept pixels (float32)."""
     cropped = wave[:, compiled._ix][:, :, compiled._iy]
     return (cropped.real**2 + cropped.imag**2).astype(np.float32)
+
+
+def plane_wave_distance(
+    energy: float, configurations: tuple, *, potential_keys: dict, settings: ExecutionSettings
+) -> tuple[np.ndarray, float]:
+    """State distance of the plane-wave exit waves of H0 and H1 (HRTEM illumination).
+
+    The exit waves are those of :func:`temsim.multislice` (1 per pixel in vacuum); with N
+    pixels the per-electron states are ``ψ/√N`` over the cell of area A, so the quantum
+    statistics per unit dose are ``j_Q = 8 A h(ψ/√N) = 8 a_pixel h(ψ)``.
+
+    Returns
+    -------
+    (ndarray (configurations,), float)
+        ``h`` of the raw exit waves per configuration pair, and the pixel area (Å²).
+    """
+    quiet = settings.replace(progress=False)
+    distance = []
+    for atoms0, atoms1 in zip(*configurations):
+        waves = []
+        for atoms in (atoms0, atoms1):
+            potential = Potential(atoms, **potential_keys)
+            waves.append(np.asarray(multislice(PlaneWave(energy=energy), potential, settings=quiet).values))
+        distance.append(float(state_distance(*waves)))
+    return np.asarray(distance), float(np.prod(potential.grid.sampling))

@@ -348,8 +348,8 @@ def _summary(result) -> str:
         "on their disjoint cells). **optimal annulus** and **optimal segmented** are the detectors searched on "
         "the 4D data that need the least dose (geometry in the last column). **quantum limit** is the dose "
         "below which no detector at all could detect the feature, from the exit waves' overlap "
-        "|⟨ψ0|ψ1⟩| at each probe position; '× quantum limit' is each row's dose as a multiple of it (without "
-        "damage).",
+        "|⟨ψ0|ψ1⟩| at each probe position (**quantum limit (plane wave)**: the same for HRTEM illumination); "
+        "'× quantum limit' is each row's dose as a multiple of its illumination's limit (without damage).",
         "",
         "Files: `plan.nc` (everything: the table's columns at its root, the expected counts per channel of "
         "each mode in the group `signals/<mode>`; `xarray.open_datatree`, see docs/planning.md), "
