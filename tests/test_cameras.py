@@ -138,7 +138,8 @@ def test_every_preset_reaches_the_planner_and_the_dose_scales_as_one_over_dqe0(p
     fractions = {"H0": np.full(6, 0.02), "H1": np.array([0.02, 0.02, 0.026, 0.02, 0.02, 0.02])}
     sims = _sims(fractions, (energy,), 0.09)
     study = SimpleNamespace(energies=(energy,))
-    rates = {camera: _rates_of(study, _mode(camera), sims, 1) for camera in ("ideal", preset)}
+    kind = "annular" if preset in ("ideal", "annular-pmt") else "pixelated"  # a kind the preset records
+    rates = {camera: _rates_of(study, _mode(camera, kind), sims, 1) for camera in ("ideal", preset)}
     dqe0 = camera_model(preset, energy=energy).dqe0
     assert rates[preset].attrs["efficiency"] == pytest.approx(dqe0)
     np.testing.assert_allclose(rates[preset].values, dqe0 * rates["ideal"].values, rtol=1e-12)
@@ -333,7 +334,8 @@ def test_the_report_prints_the_status_and_source_of_every_camera_number():
     from temsim.report import _camera_section
 
     sims = _sims({"H0": np.full(4, 0.02), "H1": np.full(4, 0.03)}, (100e3, 150e3), 0.09)
-    rates = xr.Dataset({"HAADF": _rates_of(SimpleNamespace(energies=(100e3, 150e3)), _mode("timepix4"), sims, 1)})
+    study = SimpleNamespace(energies=(100e3, 150e3))
+    rates = xr.Dataset({"HAADF": _rates_of(study, _mode("timepix4", "pixelated"), sims, 1)})
     text = "\n".join(_camera_section(SimpleNamespace(rates=rates)))
     assert "**timepix4 at 100 kV** (DQE(0) = 0.9; HAADF):" in text and "**timepix4 at 150 kV**" in text
     for key, entry in camera_table()["timepix4"]["parameters"].items():
@@ -344,3 +346,15 @@ def test_the_report_prints_the_status_and_source_of_every_camera_number():
     shared = xr.Dataset({"HAADF": rates["HAADF"], "ABF": rates["HAADF"].copy()})
     text = "\n".join(_camera_section(SimpleNamespace(rates=shared)))
     assert text.count("**timepix4 at 100 kV** (DQE(0) = 0.9; HAADF, ABF):") == 1
+
+
+def test_a_camera_that_does_not_record_the_modes_signal_is_refused():
+    """A PMT cannot record an image, a pixelated camera cannot record an annular STEM signal."""
+    from temsim.study import Mode, StudyError
+
+    with pytest.raises(StudyError, match=r"does not record 'image' signals; cameras that do: ideal, counting-ded"):
+        Mode("HRTEM", camera="annular-pmt")
+    with pytest.raises(StudyError, match=r"does not record 'stem' signals; cameras that do: ideal, annular-pmt"):
+        Mode("HAADF", camera="counting-ded")
+    assert Mode("4D-STEM", camera="timepix4").camera_name == "timepix4"
+    assert Mode("HRTEM", camera="timepix4").camera_name == "timepix4"  # hybrid pixel detectors record images

@@ -404,7 +404,7 @@ class IntegratingCamera(CameraModel):
 
 @dataclass(frozen=True)
 class HybridPixel(CameraModel):
-    """Hybrid pixel array detector for diffraction / 4D-STEM (EMPAD, Medipix/Timepix-class).
+    """Hybrid pixel array detector for diffraction, 4D-STEM and images (EMPAD, Medipix/Timepix-class).
 
     Counting with near-ideal ``dqe0``, a wide-pixel MTF (sinc times a weak charge-sharing term)
     and a dynamic range of ``max_counts`` per pixel per frame (counts above it saturate and an
@@ -419,7 +419,7 @@ class HybridPixel(CameraModel):
     reference_energy: float = 200e3
     name: str = "hybrid-pixel"
     source: str = ""
-    signals: tuple[str, ...] = field(default=("diffraction", "4dstem"), repr=False)
+    signals: tuple[str, ...] = field(default=("image", "diffraction", "4dstem"), repr=False)
     provenance: tuple = field(default=(), repr=False, compare=False)
 
     def __post_init__(self):

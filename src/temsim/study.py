@@ -22,6 +22,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from temsim import damage_channels
+from temsim.acquisitions import Acquisition, check_acquisition
 from temsim import structure as st
 from temsim.beam_damage import critical_dose as _critical_dose
 from temsim.checks import as_number
@@ -530,6 +531,7 @@ class Study:
     energy_spread: float = 0.0
     chromatic_aberration: float = 0.0
     microscope: str | None = None
+    acquisitions: tuple = ()
 
     def __post_init__(self):
         self._check_types()
@@ -556,11 +558,22 @@ class Study:
                 'mode its own name, e.g. {name = "MAADF", kind = "annular", inner = 40, outer = 100}'
             )
         object.__setattr__(self, "seed", as_number("seed", self.seed, integer=True, minimum=0, error=StudyError))
+        self._check_acquisitions()
         self._check_phonons()
         self._check_damage()
         self.feature.check_specimen(self.atoms)
         if self.feature.kind in ("substitution", "vacancy"):
             self.feature_site()  # a site that does not exist or holds another element is refused now
+
+    def _check_acquisitions(self) -> None:
+        """Acquisitions (:mod:`temsim.acquisitions`): tuples of mode labels recorded together."""
+        if not isinstance(self.acquisitions, (tuple, list)):
+            raise StudyError(f"acquisitions must be a list of acquisitions, got {self.acquisitions!r}")
+        items = [a if isinstance(a, Acquisition) else Acquisition(tuple(a)) for a in self.acquisitions]
+        kinds = {m.label: m.kind for m in self.modes}
+        for acquisition in items:
+            check_acquisition(acquisition, kinds)
+        object.__setattr__(self, "acquisitions", tuple(items))
 
     def _check_grid(self) -> None:
         """``sampling`` or ``gpts``, not both (default sampling 0.05 Å)."""
@@ -747,6 +760,7 @@ _SCHEMA = {
         "aperture_edge": None,
     },
     "modes": None,
+    "acquisitions": None,
     "phonons": {"num_configs": None, "sigma": None, "seed": None},
     "dose": {"range": None},
     "damage": {
@@ -1061,6 +1075,23 @@ def _simulation(simulation: dict) -> dict:
     return out
 
 
+def _acquisitions(raw) -> tuple:
+    """``[[acquisitions]]`` tables: ``modes = [labels]`` and an optional ``name``."""
+    example = '[[acquisitions]] modes = ["HAADF", "iDPC"]'
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise StudyError(f"acquisitions must be a list of tables ({example}), got {raw!r}")
+    out = []
+    for i, item in enumerate(raw):
+        unknown = set(item) - {"modes", "name"}
+        if unknown or not isinstance(item.get("modes"), list):
+            raise StudyError(f"acquisitions[{i}] needs modes = [mode labels] (and optionally name), got {item!r}")
+        try:
+            out.append(Acquisition(tuple(item["modes"]), str(item.get("name", ""))))
+        except StudyError as err:
+            raise StudyError(f"acquisitions[{i}]: {err}") from None
+    return tuple(out)
+
+
 def study_from_dict(data: dict, base: str = ".") -> Study:
     """A :class:`Study` from a parsed TOML document (see docs/planning.md for the keys)."""
     data = copy.deepcopy(data)
@@ -1081,6 +1112,8 @@ def study_from_dict(data: dict, base: str = ".") -> Study:
         "modes": _modes(data["modes"]),
     }
     kwargs.update(_microscope(data.get("microscope", {})))
+    if "acquisitions" in data:
+        kwargs["acquisitions"] = _acquisitions(data["acquisitions"])
     if "phonons" in data:
         kwargs["phonons"] = _phonons(data["phonons"])
     if "range" in data.get("dose", {}):
