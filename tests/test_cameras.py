@@ -358,3 +358,20 @@ def test_a_camera_that_does_not_record_the_modes_signal_is_refused():
         Mode("HAADF", camera="counting-ded")
     assert Mode("4D-STEM", camera="timepix4").camera_name == "timepix4"
     assert Mode("HRTEM", camera="timepix4").camera_name == "timepix4"  # hybrid pixel detectors record images
+
+
+def test_the_table_checks_refuse_entries_without_provenance():
+    from temsim.camera_data import _check_entry
+
+    good = {"value": 1.0, "unit": "1", "status": "measured", "conditions": "", "source": "s", "doi": "", "where": ""}
+    _check_entry("p", "k", good, 2)
+    bad = {
+        "status": dict(good, status="guessed"),
+        "lacks": {k: v for k, v in good.items() if k != "source"},
+        "exactly one": dict(good, values=[1.0, 2.0]),
+        "2 values for 3": {**{k: v for k, v in good.items() if k != "value"}, "values": [1.0, 2.0]},
+        "infinite at some": {**{k: v for k, v in good.items() if k != "value"}, "values": [1.0, float("inf")]},
+    }
+    for message, entry in bad.items():
+        with pytest.raises(InputError, match=message):
+            _check_entry("p", "k", entry, 3 if message.startswith("2 values") else 2)

@@ -82,6 +82,8 @@ def _check_entry(preset: str, key: str, entry: dict, n_energies: int) -> None:
         raise InputError(f"{where} needs exactly one of value / values")
     if "values" in entry and len(entry["values"]) != n_energies:
         raise InputError(f"{where}: {len(entry['values'])} values for {n_energies} energies")
+    if "values" in entry and len({math.isinf(float(v)) for v in entry["values"]}) > 1:
+        raise InputError(f"{where}: a value is infinite at some energies only (it cannot be interpolated)")
 
 
 @functools.lru_cache(maxsize=1)
