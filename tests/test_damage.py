@@ -372,3 +372,19 @@ def test_report_prints_every_damage_channel_and_number_with_status_and_source():
         budget.basis.startswith("radiolysis")
         and budget.survival_caveat == "upper bound: Si-C bond inversion not included"
     )
+
+
+def test_dopant_events_measured_at_this_energy_enter_the_feature_survival():
+    """A P dopant in graphene at 60 kV: direct exchange 0.05 b + C-neighbour knockout 0.01 b (Su et al.
+    2019, Table 1); the pristine C neighbours add nothing (no knock-on). At 80 kV no P measurement
+    exists, so only the neighbours count."""
+    from temsim.damage_channels import feature_channel
+
+    spec = {"element": "C", "material": "graphene", "temperature": 300}
+    at60 = feature_channel(60e3, {"C": 3}, spec, 0.1, dopant="P")
+    assert at60.cross_section == pytest.approx(0.06, rel=1e-9)
+    assert at60.dose == pytest.approx(-math.log(0.9) / (0.06e-8), rel=1e-9)
+    assert sum("Su et al." in s and "measured" in s for s in at60.sources) == 2
+    at80 = feature_channel(80e3, {"C": 3}, spec, 0.1, dopant="P")
+    c80 = knock_on("C", 80e3, material="graphene", temperature=300).cross_section
+    assert at80.cross_section == pytest.approx(3 * c80, rel=1e-12)
