@@ -512,3 +512,21 @@ def test_source_size_blurs_the_stem_rates_and_gpts_reproduce_the_rounded_grid():
     gpts = simulation_grid(point).gpts
     same = simulate(replace(point, sampling=None, gpts=gpts), progress=False)["HAADF"]
     np.testing.assert_array_equal(same.values, rates.values)
+
+
+def test_the_new_keys_enter_the_study_fingerprint():
+    """A rerun with other optics or another grid must not resume a report of the first settings."""
+    from dataclasses import replace
+
+    from temsim.checkpoints import study_fingerprint
+
+    study = example_study("graphene-si")
+    changed = [
+        replace(study, source_size=0.5),
+        replace(study, aperture_edge=1.0),
+        replace(study, energy_spread=0.35, chromatic_aberration=1.5e7),
+        replace(study, sampling=None, gpts=(216, 224)),
+        replace(study, modes=study.modes[:2] + (Mode("DPC8", 5.0, 25.0, kind="segmented", segments=8),)),
+    ]
+    prints = {study_fingerprint(s) for s in [study, *changed]}
+    assert len(prints) == len(changed) + 1

@@ -147,6 +147,12 @@ def study_fingerprint(study: Study) -> str:
                 "knock_on",
                 "dose_range",
                 "seed",
+                "gpts",
+                "aperture_edge",
+                "source_size",
+                "energy_spread",
+                "chromatic_aberration",
+                "microscope",
             )
         },
     }
