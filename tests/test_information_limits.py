@@ -7,6 +7,7 @@ import pytest
 
 from temsim import acquisitions, detection, optimal_detector, quantum_limit, structure
 from temsim.acquisitions import Acquisition, AcquisitionError
+from temsim.errors import StudyError
 from temsim.optimal_detector import OptimalDetectorError
 from temsim.study import Feature, Mode, Study
 
@@ -170,7 +171,7 @@ def test_searches_without_candidates_are_refused():
 
 
 # ----------------------------------------------------------------------------- in a plan
-def _tiny_study(modes):
+def _tiny_study(modes, acquisitions=()):
     atoms = structure.tile(structure.graphene(), (3, 2, 1))
     return Study(
         name="tiny",
@@ -183,6 +184,7 @@ def _tiny_study(modes):
         scan_step=0.5,
         window=2.0,
         slice_thickness=4.0,
+        acquisitions=acquisitions,
     )
 
 
@@ -191,11 +193,14 @@ def test_plan_rows_obey_the_data_processing_inequality():
     from temsim.planning import FOUR_D_ROW, OPTIMAL_ANNULUS_ROW, PLANE_WAVE_QUANTUM_ROW, QUANTUM_ROW, plan
 
     modes = (Mode("HAADF", 60, 120), Mode("ADF"), Mode("ABF"), Mode("BF"), Mode("iDPC"))
-    result = plan(_tiny_study(modes + (Mode("HRTEM", defocus=-60),)), monte_carlo_trials=50, progress=False)
+    labels = tuple(m.label for m in modes)
+    study = _tiny_study(modes + (Mode("HRTEM", defocus=-60),), acquisitions=(labels, ("HAADF", "iDPC")))
+    result = plan(study, monte_carlo_trials=50, progress=False)
     dose = {r["mode"]: r["required_dose"] for r in result.table}
     joint = dose["joint: HAADF+ADF+ABF+BF+iDPC"]
     singles = [dose[m.label] for m in modes]
     assert dose[QUANTUM_ROW] <= dose[FOUR_D_ROW] <= joint <= min(singles)
+    assert joint <= dose["joint: HAADF+iDPC"] <= min(dose["HAADF"], dose["iDPC"])
     assert dose[OPTIMAL_ANNULUS_ROW] <= min(dose[m] for m in ("HAADF", "ADF", "ABF", "BF"))
     # the added rows leave the modes' own rows unchanged
     plain = plan(_tiny_study(modes), monte_carlo_trials=50, progress=False, limits_of_any_detector=False)
@@ -205,3 +210,25 @@ def test_plan_rows_obey_the_data_processing_inequality():
     assert multiples[QUANTUM_ROW] == 1.0 and all(multiples[m.label] >= 1 for m in modes)
     # HRTEM against the quantum limit of its own (plane-wave) illumination
     assert dose[PLANE_WAVE_QUANTUM_ROW] <= dose["HRTEM Δf=-60Å"] and multiples["HRTEM Δf=-60Å"] >= 1
+
+
+def test_study_acquisitions_are_checked_when_the_study_is_made():
+    from temsim.study import study_from_dict
+
+    doc = {
+        "specimen": {"example": "graphene", "supercell": [3, 2, 1]},
+        "feature": {"kind": "substitution", "element": "Si", "host_element": "C"},
+        "modes": ["HAADF", "iDPC", {"name": "HRTEM", "defocus": -60}],
+        "acquisitions": [{"modes": ["HAADF", "iDPC"], "name": "ring and segments"}],
+    }
+    study = study_from_dict(doc)
+    assert study.acquisitions == (Acquisition(("HAADF", "iDPC"), "ring and segments"),)
+    doc["acquisitions"] = [{"modes": ["HAADF", "HRTEM Δf=-60Å"]}]
+    with pytest.raises(AcquisitionError, match="different electrons"):
+        study_from_dict(doc)
+    doc["acquisitions"] = [{"modes": ["HAADF"], "rings": 2}]
+    with pytest.raises(StudyError, match=r"acquisitions\[0\] needs modes"):
+        study_from_dict(doc)
+    doc["acquisitions"] = [{"modes": ["HAADF"]}]
+    with pytest.raises(AcquisitionError, match="at least two"):
+        study_from_dict(doc)

@@ -1027,7 +1027,7 @@ def _masked(study: Study, data, masks, efficiency, dim: str = "segment") -> xr.D
     return _scan_array(study, data, acquisitions.cell_rates(pixels, masks, efficiency, data.area), (dim,))
 
 
-def _joint_rates(study: Study, data, acquisition) -> tuple:
+def _joint_rates(study: Study, data, acquisition, dim: str = "cell") -> tuple:
     """The acquisition's channels on the disjoint refinement of its detectors (one channel per cell)."""
     grid = simulation_grid(study)
     detectors = _stem_detectors(study, grid, data.energy)
@@ -1043,7 +1043,7 @@ def _joint_rates(study: Study, data, acquisition) -> tuple:
     cells, membership = acquisitions.refinement(np.asarray(masks))
     efficiency = acquisitions.cell_efficiencies(membership, eff, labels)
     cameras = "+".join(dict.fromkeys(modes[m].camera_name for m in acquisition.modes))
-    return _masked(study, data, cells, efficiency, "cell"), cameras, f"{len(cells)} cells of {len(masks)} channels"
+    return _masked(study, data, cells, efficiency, dim), cameras, f"{len(cells)} cells of {len(masks)} channels"
 
 
 def _optimal_rates(study: Study, data) -> dict:
@@ -1078,9 +1078,9 @@ def information_rates(study: Study, waves: dict) -> tuple:
     rows: dict = {}
     for energy, data in waves.items():
         found = {FOUR_D_ROW: _four_d_rates(study, data)}
-        for acquisition in acquisitions.default_acquisitions(kinds):
+        for i, acquisition in enumerate(study.acquisitions or acquisitions.default_acquisitions(kinds)):
             acquisitions.check_acquisition(acquisition, kinds)
-            found[acquisition.name] = _joint_rates(study, data, acquisition)
+            found[acquisition.name] = _joint_rates(study, data, acquisition, f"cell_{i}")
         found.update(_optimal_rates(study, data))
         for row, (da, camera, geometry) in found.items():
             rows.setdefault(row, ([], camera, {}))

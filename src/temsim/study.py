@@ -22,8 +22,8 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from temsim import damage_channels
-from temsim.acquisitions import Acquisition, check_acquisition
 from temsim import structure as st
+from temsim.acquisitions import Acquisition, check_acquisition
 from temsim.beam_damage import critical_dose as _critical_dose
 from temsim.checks import as_number
 from temsim.crystals import BUILDERS
@@ -504,6 +504,9 @@ class Study:
     microscope : str or None
         Name of the microscope preset the optics came from (:mod:`temsim.microscopes`), for
         reports; its energy range is checked.
+    acquisitions : tuple of temsim.acquisitions.Acquisition (or of tuples of mode labels)
+        STEM modes recorded together from the same electrons; the plan reports each one's joint
+        dose. Default: one acquisition of all annular and segmented modes.
     """
 
     name: str
@@ -1088,7 +1091,7 @@ def _acquisitions(raw) -> tuple:
         try:
             out.append(Acquisition(tuple(item["modes"]), str(item.get("name", ""))))
         except StudyError as err:
-            raise StudyError(f"acquisitions[{i}]: {err}") from None
+            raise type(err)(f"acquisitions[{i}]: {err}") from None
     return tuple(out)
 
 
