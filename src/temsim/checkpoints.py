@@ -155,5 +155,7 @@ def study_fingerprint(study: Study) -> str:
                 "microscope",
             )
         },
+        # the joint rows of the report (simulations do not depend on them)
+        "acquisitions": [[a.name, *a.modes] for a in getattr(study, "acquisitions", ())],
     }
     return input_key(payload)
