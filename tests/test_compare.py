@@ -359,5 +359,172 @@ def test_stem_mode_of_a_study_is_scanned_over_the_cell():
     result = compare(counts, model, fit=("shift", "scale", "dose"))
     assert result.converged
     assert abs(result.parameters["dose"] / 1e5 - 1) < 3 * result.uncertainties["dose"] / 1e5 < 0.4  # 360 positions
-    with pytest.raises(InputError, match="no HRTEM or annular STEM mode named 'iDPC'"):
+    with pytest.raises(InputError, match="has no mode named 'iDPC'"):
         simulate_for_comparison(study, mode="iDPC")
+
+
+# ----------------------------------------------------------------------------- STEM: drift, defocus series, iDPC
+def test_affine_evaluation_with_drift_and_row_shifts_matches_the_analytic_image():
+    extent = (5.0, 4.0)
+    grid = np.arange(50) * 0.1, np.arange(40) * 0.1
+    periodic = PeriodicImage(_cosines(grid[0][:, None], grid[1][None, :], extent), extent)
+    u, v = np.arange(31) * 0.21, np.arange(27) * 0.19
+    drift, shift, rows = (0.8, -0.5), (0.3, -0.2), np.linspace(-0.1, 0.2, v.size)
+    uu, vv = np.meshgrid(u, v, indexing="ij")
+    tau = (vv - v.mean()) / (v[-1] - v[0])  # −½ … ½ from the first to the last scan line
+    qx = uu - shift[0] - drift[0] * tau - rows[None, :]
+    qy = vv - shift[1] - drift[1] * tau
+    found = periodic.evaluate_affine(u, v, shift, drift=drift, row_shifts=rows)
+    np.testing.assert_allclose(found, _cosines(qx, qy, extent), atol=1e-8)
+
+
+def test_slow_drift_is_recovered(rng):
+    series = _stem_series()
+    step = float(series.scan_x[1] - series.scan_x[0])
+    u = np.arange(40) * step
+    uu, vv = np.meshgrid(u, u, indexing="ij")
+    drift, shift = (1.2, -0.8), (0.4, -0.7)  # Å over the frame: a shear along x, a compression along y
+    tau = (vv - u.mean()) / (u[-1] - u[0])
+    dose = 2e5
+    truth = _columns(uu - shift[0] - drift[0] * tau, vv - shift[1] - drift[1] * tau, 8.0 / 10)
+    image = temsim.load_image(rng.poisson(truth * dose * step**2).astype(float).T, pixel_size=step)
+    options = {"initial": {"thickness": 8.0}}
+    plain = compare(image, series, fit=("shift", "scale", "dose"), **options)
+    result = compare(image, series, fit=("shift", "drift", "scale", "dose"), **options)
+    assert result.converged, result.message
+    p, s = result.parameters, result.uncertainties
+    for name, truth_value in (("drift_x", drift[0]), ("drift_y", drift[1])):
+        assert abs(p[name] - truth_value) < 3 * s[name] < 0.15, (name, p[name], s[name])
+    assert 0.8 < p["gain"] < 1.2  # the drift explains the misfit; without it, it looks like noise
+    assert plain.parameters["gain"] > 2 * p["gain"]
+
+
+def test_defocus_series_is_a_cubic_spline_between_members():
+    defoci = np.array([-60.0, -30.0, -10.0, 20.0, 50.0])  # uneven on purpose
+    rng = np.random.default_rng(5)
+    a, b, c = rng.random((3, 12, 10))
+    values = a[None] + b[None] * defoci[:, None, None] / 50 + c[None] * (defoci[:, None, None] / 50) ** 3
+    step = 0.4
+    da = xr.DataArray(
+        values[:, None],
+        dims=("defocus", "thickness", "scan_x", "scan_y"),
+        coords={"defocus": defoci, "thickness": [10.0], "scan_x": np.arange(12) * step, "scan_y": np.arange(10) * step},
+    )
+    model = ImageModel(da.isel(defocus=[3, 0, 4, 1, 2]))  # any order: sorted by defocus
+    assert model.fittable[0] == "defocus" and "dose" in model.fittable
+    d = 7.3  # between members: a cubic in defocus is reproduced exactly (not-a-knot spline)
+    expected = a + b * d / 50 + c * (d / 50) ** 3
+    grid = np.arange(12) * step, np.arange(10) * step
+    np.testing.assert_allclose(model.image(0, d).evaluate(*grid), expected, atol=1e-10)
+    with pytest.raises(InputError, match="outside the simulated series"):
+        model.image(0, 60.0)
+    with pytest.raises(InputError, match="at least 3 distinct defoci"):
+        ImageModel(da.isel(defocus=[0, 1]))
+
+
+def _probe_blurred(qx, qy, defocus, extent=6.0):
+    """Columns whose width grows away from focus (like a probe): σ² = 0.3² + (0.01 (Δf − 15))², and a
+    ring around each column on one side of focus only (as Cs makes over- and underfocus differ)."""
+    width2 = 0.3**2 + (0.01 * (defocus - 15.0)) ** 2
+    out = np.zeros(np.broadcast(qx, qy).shape)
+    for cx, cy, weight in [(1.5, 1.5, 1.0), (4.5, 4.5, 0.5), (1.5, 4.5, 0.3)]:
+        dx = (qx - cx + extent / 2) % extent - extent / 2
+        dy = (qy - cy + extent / 2) % extent - extent / 2
+        r2 = dx**2 + dy**2
+        ring = 0.1 * (1 + np.tanh((15.0 - defocus) / 30.0)) * np.exp(-((np.sqrt(r2) - 0.9) ** 2) / (2 * 0.2**2))
+        out += weight * (0.3**2 / width2 * np.exp(-r2 / (2 * width2)) + ring)
+    return 0.01 + 0.05 * out
+
+
+def test_stem_probe_defocus_is_fitted_from_a_series(rng):
+    n, extent = 30, 6.0
+    x = np.arange(n) * extent / n
+    defoci = np.arange(-40.0, 81.0, 20.0)
+    values = np.stack([_probe_blurred(x[:, None], x[None, :], d) for d in defoci])
+    series = xr.DataArray(
+        values, dims=("defocus", "scan_x", "scan_y"), coords={"defocus": defoci, "scan_x": x, "scan_y": x}
+    )
+    step = extent / n
+    u = np.arange(40) * step
+    truth_defocus, dose = -13.0, 2e5  # between members, on the far side of focus
+    truth = _probe_blurred(u[:, None] - 0.4, u[None, :] + 0.7, truth_defocus)
+    image = temsim.load_image(rng.poisson(truth * dose * step**2).astype(float).T, pixel_size=step)
+    result = compare(image, series, fit=("defocus", "shift", "scale", "dose"))
+    assert result.converged, result.message
+    p, s = result.parameters, result.uncertainties
+    assert abs(p["defocus"] - truth_defocus) < 3 * s["defocus"] < 10.0
+    assert abs(p["dose"] / dose - 1) < 0.1
+    narrow = compare(image, series, fit=("defocus", "shift", "scale"), bounds={"defocus": (-40.0, -20.0)})
+    assert not narrow.converged and "defocus" in narrow.at_bound
+    with pytest.raises(InputError, match="outside the simulated defocus series"):
+        compare(image, series, fit=("defocus", "shift", "scale"), bounds={"defocus": (-100.0, 0.0)})
+
+
+def _gradient(phi, step):
+    """(∂φ/∂x, ∂φ/∂y) of a periodic image by Fourier differentiation (per Å)."""
+    qx = np.fft.fftfreq(phi.shape[0], step)[:, None]
+    qy = np.fft.fftfreq(phi.shape[1], step)[None, :]
+    spectrum = np.fft.fft2(phi)
+    return np.real(np.fft.ifft2(2j * np.pi * qx * spectrum)), np.real(np.fft.ifft2(2j * np.pi * qy * spectrum))
+
+
+def test_integrated_noise_is_whitened(rng):
+    from temsim.comparison.prepare import integrated_modes_lost, whiten_integrated
+    from temsim.detectors import integrate_gradient
+
+    step, eps, s = (0.2, 0.25), 0.05, 0.7
+    gx, gy = rng.normal(0.0, s, (2, 64, 48))
+    integrated = integrate_gradient(gx, gy, step, regularization=eps)
+    white = whiten_integrated(integrated, step, eps)
+    qx = np.fft.fftfreq(64, step[0])[:, None]
+    qy = np.fft.fftfreq(48, step[1])[None, :]
+    q = np.hypot(qx, qy)
+    projection = (qx * np.fft.fft2(gx) + qy * np.fft.fft2(gy)) / (1j * np.where(q == 0, 1.0, q))
+    projection[0, 0] = projection[32, :] = projection[:, 24] = 0.0  # the mean and the Nyquist lines are left out
+    np.testing.assert_allclose(white, np.real(np.fft.ifft2(projection)), atol=1e-10)
+    kept = 1 - integrated_modes_lost(white.shape) / white.size
+    assert np.var(white) / kept == pytest.approx(s**2, rel=0.05)  # white, with one component's variance
+
+
+def _idpc_cell(n=24, extent=6.0, eps=0.05):
+    step = extent / n
+    x = np.arange(n) * step
+    phi = _columns(*np.meshgrid(x, x, indexing="ij"), 1.0, extent)  # a phase-like periodic image
+    gx, gy = _gradient(phi, step)
+    from temsim.detectors import integrate_gradient
+
+    idpc = integrate_gradient(gx, gy, (step, step), regularization=eps)
+    attrs = {"detector": "idpc", "signal": "derived", "regularization": eps}
+    da = xr.DataArray(idpc, dims=("scan_x", "scan_y"), coords={"scan_x": x, "scan_y": x}, attrs=attrs)
+    return da, gx, gy, step
+
+
+def test_idpc_image_is_fitted_with_whitened_noise(rng):
+    from temsim.detectors import integrate_gradient
+
+    cell, gx, gy, step = _idpc_cell()
+    eps, s, shift = 0.05, 0.02, (0.37, -0.52)  # s: noise of each DPC component per probe position
+    u = np.arange(48) * step  # two cells: the frame is periodic, as the integration assumes
+    noisy = [PeriodicImage(g, (6.0, 6.0)).evaluate(u, u, shift) + rng.normal(0.0, s, (48, 48)) for g in (gx, gy)]
+    experiment = 3.0 * integrate_gradient(*noisy, (step, step), regularization=eps) + 17.0  # any units, any mean
+    image = temsim.load_image(experiment.T, pixel_size=step)
+    result = compare(image, cell, fit=("shift", "scale"))
+    assert result.converged, result.message
+    assert result.attrs["signal"] == "integrated"
+    p, u_ = result.parameters, result.uncertainties
+    for axis, truth in zip("xy", shift):
+        error = (p[f"shift_{axis}"] - truth + 3.0) % 6.0 - 3.0  # the shift is found modulo the cell
+        assert abs(error) < 3 * u_[f"shift_{axis}"] < 0.2 * step
+    assert p["scale"] == pytest.approx(3.0, rel=0.05)
+    assert p["noise_sigma"] == pytest.approx(3.0 * s, rel=0.1)  # the gradient's noise, in data units/Å
+    assert 0.85 < result.metrics["chi2_per_dof"] < 1.15
+    assert "dose" not in p and "gain" not in p
+    # the same cell integrated without regularization and re-integrated for the experiment's ε
+    exact = cell.copy(data=integrate_gradient(gx, gy, (step, step))).assign_attrs(regularization=0.0)
+    again = compare(image, exact, fit=("shift", "scale"), regularization=eps)
+    assert (again.parameters["shift_x"] - p["shift_x"] + 3.0) % 6.0 - 3.0 == pytest.approx(0.0, abs=1e-6)
+    for fit, match in ((("shift", "dose"), "dose cannot be read"), (("shift", "offset"), "lost its mean")):
+        with pytest.raises(InputError, match=match):
+            compare(image, cell, fit=fit)
+    with pytest.raises(InputError, match="Gaussian likelihood only"):
+        compare(image, cell, fit=("shift", "scale"), likelihood="poisson")

@@ -9,6 +9,7 @@ dose. See ``docs/compare.md``.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from contextlib import nullcontext
@@ -21,7 +22,14 @@ from temsim.comparison.decision import chi2_difference, feature_probability, log
 from temsim.comparison.fit import CONTINUOUS, UNITS, Fitter, run_fit
 from temsim.comparison.metrics import match_metrics
 from temsim.comparison.model import ExitWaveModel, ImageModel, model_from_simulation
-from temsim.comparison.prepare import crop, fourier_resample, normalize, phase_correlation
+from temsim.comparison.prepare import (
+    crop,
+    fourier_resample,
+    integrated_modes_lost,
+    normalize,
+    phase_correlation,
+    whiten_integrated,
+)
 from temsim.comparison.result import CompareResult
 from temsim.errors import InputError
 from temsim.readers import check_calibration, load_image, pixel_size_of
@@ -43,6 +51,7 @@ __all__ = [
     "normalize",
     "fourier_resample",
     "phase_correlation",
+    "whiten_integrated",
 ]
 
 #: Parameters fitted by default. ``offset`` is fixed at 0 (a counting camera; add it for a
@@ -178,12 +187,13 @@ def _stem_model(study, mode, potential, energy: float, settings, defoci=None) ->
 
 
 def _model(simulation, lens: dict, study_options: dict):
-    from temsim.study import Study
-
     if isinstance(simulation, (ExitWaveModel, ImageModel)):
         return simulation, {}
-    if isinstance(simulation, Study) or isinstance(simulation, (str, os.PathLike)):
-        return simulate_for_comparison(simulation, **study_options)
+    if not isinstance(simulation, xr.DataArray):  # a study: its module is imported only when needed
+        from temsim.study import Study
+
+        if isinstance(simulation, (Study, str, os.PathLike)):
+            return simulate_for_comparison(simulation, **study_options)
     if isinstance(simulation, xr.DataArray):
         model = (
             model_from_simulation(simulation, **lens) if np.iscomplexobj(simulation.values) else ImageModel(simulation)
@@ -206,13 +216,20 @@ def _stem_levels(initial: dict, fit: tuple, black_level, vacuum_level) -> tuple[
     return initial, tuple(f for f in fit if f not in ("offset", "scale"))
 
 
+@functools.cache
+def _thread_controller():
+    """threadpoolctl's view of the loaded BLAS libraries, found once (scanning them takes ~10 ms)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl comes with the compare extra
+        return None
+    return ThreadpoolController()
+
+
 def _threads_limited():
     """One BLAS thread during the fit: its many small products slow down by 10× under contention."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with the compare extra
-        return nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    controller = _thread_controller()
+    return nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
 
 
 def compare(
@@ -371,6 +388,8 @@ def _result(image: xr.DataArray, model, outcome, fitter: Fitter, likelihood: str
         residual.attrs["description"] = "whitened: the residual's gradient component along q (iDPC/iCoM)"
     n_fitted = len(fitter.names) + ("thickness" in fitter.free_all) + (fitter.gain is None)
     metrics = match_metrics(image.values, outcome.prediction, outcome.variance, n_fitted)
+    if fitter.signal == "integrated":  # modes the whitening leaves out carry no degrees of freedom
+        metrics["dof"] = max(metrics["dof"] - integrated_modes_lost(image.shape), 1)
     metrics.update(chi2=outcome.chi2, chi2_per_dof=outcome.chi2 / metrics["dof"])  # in the noise's white space
     profile = xr.DataArray(
         outcome.thickness_profile,
@@ -482,7 +501,8 @@ def feature_posterior(
     lens = getattr(models[1], "aberrations", None)
     initial = ({} if lens is None else {"defocus": lens.defocus}) | options.pop("initial", {})
     options.pop("mode", None)
-    fits = {h: compare(experiment, m, fit=fit, initial=initial, **options) for h, m in zip(("H0", "H1"), models)}
+    image = load_image(experiment, pixel_size=options.pop("pixel_size", None))  # read once for both fits
+    fits = {h: compare(image, m, fit=fit, initial=initial, **options) for h, m in zip(("H0", "H1"), models)}
     data = fits["H1"].experiment
     llr = log_likelihood_ratio(data, fits["H0"], fits["H1"])
     probability = feature_probability(data, fits["H0"], fits["H1"], prior=prior)

@@ -41,9 +41,23 @@ def chi2_difference(data, a, b) -> tuple[float, float]:
     ma = _values(a.simulation)
     mb = _values(b.simulation)
     variance = _values(a.variance)
-    delta = float(np.sum(((d - mb) ** 2 - (d - ma) ** 2) / variance))
-    sigma = 2.0 * math.sqrt(float(np.sum((mb - ma) ** 2 / variance)))
+    white = _whitener(a)
+    ra, rb = white(d - ma), white(d - mb)
+    delta = float(np.sum((rb**2 - ra**2) / variance))
+    sigma = 2.0 * math.sqrt(float(np.sum(white(mb - ma) ** 2 / variance)))
     return delta, sigma
+
+
+def _whitener(result):
+    """iDPC/iCoM fits are judged on whitened residuals (their noise is coloured); others as they are."""
+    if result.attrs.get("signal") != "integrated":
+        return lambda image: image
+    from temsim.comparison.prepare import whiten_integrated
+    from temsim.readers import pixel_size_of
+
+    pixel = pixel_size_of(result.experiment)
+    eps = float(result.attrs.get("regularization", 0.0))
+    return lambda image: whiten_integrated(image, pixel, eps)
 
 
 def _poisson(result) -> bool:

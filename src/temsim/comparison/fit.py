@@ -28,13 +28,31 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize
 
-from temsim.comparison.prepare import correlation_peaks, cross_correlation_peak, phase_correlation
+from temsim.comparison.prepare import (
+    correlation_peaks,
+    cross_correlation_peak,
+    integrated_modes_lost,
+    phase_correlation,
+    whiten_integrated,
+)
 from temsim.errors import InputError
 
 __all__ = ["FitOutcome", "Fitter", "CONTINUOUS", "UNITS"]
 
 #: Continuous parameters of the local fit, in their order.
-CONTINUOUS = ("defocus", "Cs", "blur", "shift_x", "shift_y", "rotation_deg", "magnification", "scale", "offset")
+CONTINUOUS = (
+    "defocus",
+    "Cs",
+    "blur",
+    "shift_x",
+    "shift_y",
+    "rotation_deg",
+    "magnification",
+    "drift_x",
+    "drift_y",
+    "scale",
+    "offset",
+)
 
 #: Units of every reported parameter.
 UNITS = {
@@ -46,10 +64,13 @@ UNITS = {
     "shift_y": "Å",
     "rotation_deg": "degrees (experiment relative to the simulation cell)",
     "magnification": "experiment pixel size / nominal",
+    "drift_x": "Å (specimen displacement from the first to the last scan line)",
+    "drift_y": "Å (specimen displacement from the first to the last scan line)",
     "scale": "data units per fraction of the beam",
     "offset": "data units",
     "dose": "e/Å²",
     "gain": "data units per electron",
+    "noise_sigma": "data units (signed signals) or data units/Å (iDPC, iCoM: per gradient component)",
 }
 
 _DEFAULT_BOUNDS = {
@@ -108,10 +129,22 @@ class Fitter:
         Data units per electron (counting camera: 1). ``None`` with ``"gaussian"``: estimated.
     efficiency : float
         Detective efficiency DQE(0) of the camera (fraction of electrons recorded).
+    regularization : float, optional
+        iDPC/iCoM: the ε (1/Å²) the experiment was integrated with (default: the model's).
     """
 
     def __init__(
-        self, model, data, pixel_size, free, initial=None, bounds=None, likelihood="gaussian", gain=None, efficiency=1.0
+        self,
+        model,
+        data,
+        pixel_size,
+        free,
+        initial=None,
+        bounds=None,
+        likelihood="gaussian",
+        gain=None,
+        efficiency=1.0,
+        regularization=None,
     ):
         self.model = model
         self.data = np.asarray(data, dtype=float)
@@ -122,6 +155,11 @@ class Fitter:
         self.gain = gain
         self.efficiency = float(efficiency)
         self.initial = dict(initial or {})
+        self.signal = getattr(model, "signal", "counts")
+        _check_signal(self.signal, free, likelihood, gain)
+        if regularization is not None:
+            model.integrated_with(regularization)
+        self.regularization = float(getattr(model, "regularization", 0.0))
         self.free_all = _expand(free, model)
         self.names = tuple(n for n in CONTINUOUS if n in self.free_all)
         if likelihood == "poisson" and "offset" in self.names:
@@ -133,19 +171,30 @@ class Fitter:
         #: Per-scan-line shifts along x (Å), or None when line jitter is not corrected.
         self.row_shifts = None
         self._cache: dict = {}
+        self._last = None  # the last evaluated unit image and its geometry
         self.evaluations = 0
 
     # ------------------------------------------------------------------ set-up
     def _bounds(self, given: dict) -> dict:
         out = dict(_DEFAULT_BOUNDS)
         centre = float(self.initial.get("defocus", 0.0))
-        out["defocus"] = (centre - 200.0, centre + 200.0)
+        defoci = getattr(self.model, "defoci", None)
+        out["defocus"] = (centre - 200.0, centre + 200.0) if defoci is None else (defoci[0], defoci[-1])
+        if self.signal != "counts":
+            out["scale"] = (-np.inf, np.inf)  # a signed signal's sign depends on the detector's orientation
+        height = self.pixel[1] * max(self.data.shape[1] - 1, 1)
+        out["drift_x"] = out["drift_y"] = (-0.25 * height, 0.25 * height)
         cs = float(self.initial.get("Cs", getattr(getattr(self.model, "aberrations", None), "C30", 0.0)))
         out["Cs"] = (cs - 5e5, cs + 5e5)  # ± 50 µm
         for name, pair in given.items():
             if name not in (*CONTINUOUS, "thickness"):
                 raise InputError(f"bounds for unknown parameter {name!r}; parameters are {', '.join(CONTINUOUS)}")
             lo, hi = (float(p) for p in pair)
+            if name == "defocus" and defoci is not None and (lo < defoci[0] or hi > defoci[-1]):
+                raise InputError(
+                    f"bounds['defocus'] = ({lo:g}, {hi:g}) Å reach outside the simulated defocus series "
+                    f"{defoci[0]:g}–{defoci[-1]:g} Å; simulate a wider series or narrow the bounds"
+                )
             if not lo < hi:
                 raise InputError(f"bounds[{name!r}] must be (low, high) with low < high, got {pair!r}")
             out[name] = (lo, hi)
@@ -166,9 +215,8 @@ class Fitter:
     # ------------------------------------------------------------------ the forward model
     def unit_image(self, index: int, values: dict) -> np.ndarray:
         """Blurred, shifted simulated image on the experiment's pixels (before scale/offset)."""
-        lens = hasattr(self.model, "spectra")
-        defocus = values.get("defocus") if lens else None
-        cs = values.get("Cs") if lens else None
+        defocus = values.get("defocus") if "defocus" in self.model.fittable else None
+        cs = values.get("Cs") if "Cs" in self.model.fittable else None
         key = (
             index,
             None if defocus is None else round(float(defocus), 9),
@@ -182,11 +230,19 @@ class Fitter:
             self._cache[key] = periodic
         self.evaluations += 1
         shift = (values.get("shift_x", 0.0), values.get("shift_y", 0.0))
-        blurred = periodic.blurred(values.get("blur", 0.0))
         rotation, magnification = values.get("rotation_deg", 0.0), values.get("magnification", 1.0)
-        if rotation == 0.0 and magnification == 1.0:
-            return blurred.evaluate(self.u, self.v, shift, self.row_shifts)
-        return blurred.evaluate_affine(self.u, self.v, shift, rotation, magnification)
+        drift = (values.get("drift_x", 0.0), values.get("drift_y", 0.0))
+        rows = None if self.row_shifts is None else self.row_shifts.tobytes()
+        geometry = (key, values.get("blur", 0.0), shift, rotation, magnification, drift, rows)
+        if self._last is not None and self._last[0] == geometry:  # only scale/offset changed
+            return self._last[1]
+        blurred = periodic.blurred(values.get("blur", 0.0))
+        if rotation == 0.0 and magnification == 1.0 and drift == (0.0, 0.0):
+            image = blurred.evaluate(self.u, self.v, shift, self.row_shifts)
+        else:
+            image = blurred.evaluate_affine(self.u, self.v, shift, rotation, magnification, drift, self.row_shifts)
+        self._last = (geometry, image)
+        return image
 
     def predict(self, index: int, values: dict) -> np.ndarray:
         return values.get("scale", 1.0) * self.unit_image(index, values) + values.get("offset", 0.0)
@@ -196,6 +252,9 @@ class Fitter:
         if "defocus" not in self.names:
             return np.array([self.initial.get("defocus", np.nan)])
         lo, hi = self.bounds["defocus"]
+        defoci = getattr(self.model, "defoci", None)
+        if defoci is not None:  # the simulated members (no contrast reversal between them to step over)
+            return defoci[(defoci >= lo - 1e-9) & (defoci <= hi + 1e-9)]
         k = self.model.max_frequency()
         step = 0.25 / (_wavelength(self.model.energy) * k**2)
         n = int(min(121, max(3, math.ceil((hi - lo) / step) + 1)))
@@ -256,7 +315,8 @@ class Fitter:
         design = np.stack([image, np.ones_like(image)], axis=1)
         (scale, offset), *_ = np.linalg.lstsq(design, self.data.ravel(), rcond=None)
         if "scale" in self.names:
-            values["scale"] = float(scale) if scale > 0 else float(np.std(self.data) / max(np.std(image), 1e-12))
+            fallback = float(np.std(self.data) / max(np.std(image), 1e-12))
+            values["scale"] = float(scale) if scale > 0 or self.signal != "counts" else fallback
         if "offset" in self.names:
             values["offset"] = float(offset)
         residual = self.data.ravel() - values.get("scale", 1.0) * image - values.get("offset", 0.0)
@@ -270,8 +330,8 @@ class Fitter:
             if self.likelihood == "poisson":
                 return _deviance(self.data, prediction, values.get("offset", 0.0), self.gain or 1.0).ravel()
             if variance is None:
-                return (self.data - prediction).ravel()
-            return ((self.data - prediction) / np.sqrt(variance)).ravel()
+                return self.whiten(self.data - prediction).ravel()
+            return (self.whiten(self.data - prediction) / np.sqrt(variance)).ravel()
 
         return residuals
 
@@ -302,12 +362,21 @@ class Fitter:
         values = {**fixed, **dict(zip(self.names, map(float, result.x)))}
         return values, float(result.cost), bool(result.success)
 
+    def whiten(self, image: np.ndarray) -> np.ndarray:
+        """The residual (or a derivative) in the space where the noise is white: iDPC/iCoM
+        whitened (:func:`~temsim.comparison.prepare.whiten_integrated`), else unchanged."""
+        if self.signal != "integrated":
+            return image
+        return whiten_integrated(image, self.pixel, self.regularization)
+
     def _typical(self, name: str, start: dict) -> float:
         return {
             "defocus": 10.0,
             "Cs": 1000.0,
             "rotation_deg": 0.1,
             "magnification": 1e-3,
+            "drift_x": self.pixel[0],
+            "drift_y": self.pixel[1],
             "blur": 0.1,
             "shift_x": self.pixel[0],
             "shift_y": self.pixel[1],
@@ -355,6 +424,8 @@ class Fitter:
         is near zero (STEM background, Fourier ringing) cannot dominate. Its standard error is
         measured from the spread of the ratios.
         """
+        if self.signal != "counts":
+            return self._white_variance(index, values)
         if self.gain is not None:
             return float(self.gain), 0.0
         prediction = self.predict(index, values)
@@ -366,8 +437,25 @@ class Fitter:
         ratios = squares / np.maximum(signal, max(first, 1e-300))
         return float(ratios.sum() / dof), float(np.std(ratios) / math.sqrt(dof))
 
+    def _dof(self) -> int:
+        lines = 0 if self.row_shifts is None else len(self.row_shifts)
+        lost = integrated_modes_lost(self.data.shape) if self.signal == "integrated" else 0
+        return max(self.data.size - lost - len(self.names) - lines - ("thickness" in self.free_all), 1)
+
+    def _white_variance(self, index: int, values: dict) -> tuple[float, float]:
+        """Signed and integrated signals: one noise variance for every (whitened) pixel, and its standard error."""
+        dof = self._dof()
+        variance = float(np.sum(self.whiten(self.data - self.predict(index, values)) ** 2) / dof)
+        return variance, variance * math.sqrt(2.0 / dof)
+
     def variance(self, index: int, values: dict, gain: float) -> np.ndarray:
-        """Noise variance per pixel (data units²): ``gain · (model − offset)``, at least one electron's."""
+        """Noise variance per pixel (data units²): ``gain · (model − offset)``, at least one electron's.
+
+        Signed and integrated signals: ``gain`` is the (whitened) noise variance itself, the same
+        for every pixel.
+        """
+        if self.signal != "counts":
+            return np.full(self.data.shape, max(float(gain), 1e-300))
         signal = self.predict(index, values) - values.get("offset", 0.0)
         floor = max(1e-3 * float(np.mean(np.abs(signal))), gain, 1e-300)
         return gain * np.maximum(signal, floor)
@@ -381,10 +469,10 @@ class Fitter:
             up = self.predict(index, {**values, name: values[name] + step})
             down_value = values[name] - step
             if name == "blur" and down_value < 0:  # one-sided at the blur's lower bound
-                columns.append((up - self.predict(index, values)).ravel() / step)
+                columns.append(self.whiten(up - self.predict(index, values)).ravel() / step)
                 continue
             down = self.predict(index, {**values, name: down_value})
-            columns.append((up - down).ravel() / (2 * step))
+            columns.append(self.whiten(up - down).ravel() / (2 * step))
         jac = np.stack(columns, axis=1) if columns else np.zeros((self.data.size, 0))
         return jac.T @ (jac / variance.ravel()[:, None])
 
@@ -404,12 +492,29 @@ def _deviance(data, prediction, offset: float, gain: float) -> np.ndarray:
     return np.sign(n - lam) * np.sqrt(np.maximum(2 * (lam - n + term), 0.0))
 
 
+def _check_signal(signal: str, free, likelihood: str, gain) -> None:
+    """Refuse what a signed (DPC, CoM) or integrated (iDPC, iCoM) signal cannot give."""
+    if signal == "counts":
+        return
+    what = "an iDPC/iCoM image" if signal == "integrated" else "a signed image (DPC, CoM)"
+    if "dose" in free:
+        raise InputError(
+            f"the dose cannot be read from the noise of {what}: its pixels are differences of detector "
+            "channels, not counts; drop 'dose' from fit and compare the segment (or annular) images for it"
+        )
+    if likelihood != "gaussian" or gain is not None:
+        raise InputError(f"{what} is fitted with the Gaussian likelihood only: drop likelihood= and gain=")
+    if signal == "integrated" and "offset" in free:
+        raise InputError(f"{what} has lost its mean in the integration: drop 'offset' from fit")
+
+
 def _expand(free, model) -> tuple[str, ...]:
     names = []
     for name in free:
         if name not in model.fittable:
             raise InputError(f"cannot fit {name!r} with this simulation; fittable: {', '.join(model.fittable)}")
-        names.extend(("shift_x", "shift_y") if name == "shift" else (name,))
+        pairs = {"shift": ("shift_x", "shift_y"), "drift": ("drift_x", "drift_y")}
+        names.extend(pairs.get(name, (name,)))
     return tuple(names)
 
 
@@ -529,6 +634,8 @@ def run_fit(fitter: Fitter) -> FitOutcome:
     if fitter.row_shifts is not None:
         row_sigma = fitter.estimate_row_shifts(index, values, variance)
         values, cost, success = fitter.local(index, values, variance)
+    if fitter.signal == "integrated":  # the mean is lost: the prediction takes the data's
+        values["offset"] = float(np.mean(fitter.data - fitter.predict(index, {**values, "offset": 0.0})))
     prediction = fitter.predict(index, values)
     variance = fitter.variance(index, values, gain)
     fisher = fitter.fisher(index, values, variance)
@@ -539,10 +646,14 @@ def run_fit(fitter: Fitter) -> FitOutcome:
     parameters["thickness"] = float(thicknesses[index])
     if "thickness" in fitter.free_all:
         uncertainties["thickness"] = _thickness_sigma(thicknesses, chi2_profile, index)
-    parameters["gain"] = gain
-    uncertainties["gain"] = gain_sigma
+    if fitter.signal == "counts":
+        parameters["gain"] = gain
+        uncertainties["gain"] = gain_sigma
+    else:
+        parameters["noise_sigma"] = math.sqrt(gain)
+        uncertainties["noise_sigma"] = gain_sigma / (2 * math.sqrt(gain))
     _dose(fitter, parameters, uncertainties)
-    residual = (fitter.data - prediction) ** 2 / variance
+    residual = fitter.whiten(fitter.data - prediction) ** 2 / variance
     chi2 = float(residual.sum())
     dof = int(fitter.data.size - len(fitter.names) - ("thickness" in fitter.free_all) - (fitter.gain is None))
     hits = _bound_hits(fitter, values, index)

@@ -19,7 +19,7 @@ from temsim.comparison.prepare import PeriodicImage
 from temsim.errors import InputError
 from temsim.optics import Aberrations, contrast_transfer_function
 
-__all__ = ["ExitWaveModel", "ImageModel", "model_from_simulation"]
+__all__ = ["ExitWaveModel", "ImageModel", "model_from_simulation", "signal_of", "SIGNALS"]
 
 
 def _series(da: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,6 +54,8 @@ class ExitWaveModel:
     """
 
     kind = "image"
+    signal = "counts"
+    defoci = None
     fittable = (
         "defocus",
         "Cs",
@@ -118,45 +120,143 @@ def _wavelength(energy: float) -> float:
     return wavelength(energy)
 
 
+#: Kinds of simulated signal and how their noise is modelled (see :func:`signal_of`).
+SIGNALS = ("counts", "signed", "integrated")
+
+_SIGNED_DETECTORS = ("dpc", "center_of_mass", "com")
+_INTEGRATED_DETECTORS = ("idpc", "icom")
+
+
+def signal_of(da: xr.DataArray) -> str:
+    """The kind of a simulated signal, from its attrs.
+
+    ``"integrated"``: iDPC or iCoM (a gradient field integrated over the scan: signed, mean
+    lost, noise coloured); ``"signed"``: one component of a DPC or centre-of-mass image
+    (signed, white noise of constant variance); ``"counts"``: everything else (HRTEM, annular
+    and virtual detector images: electron counts, Poisson noise with a gain).
+    """
+    detector = str(da.attrs.get("detector", "")).lower()
+    if detector in _INTEGRATED_DETECTORS:
+        return "integrated"
+    if detector in _SIGNED_DETECTORS or da.attrs.get("signal") == "derived":
+        return "signed"
+    return "counts"
+
+
 class ImageModel:
-    """Simulated intensity images (HRTEM at fixed optics, or STEM) over thickness.
+    """Simulated intensity images (HRTEM at fixed optics, or STEM) over thickness and probe defocus.
 
     Parameters
     ----------
     images : xarray.DataArray
         Real image(s) with dims (``x``, ``y``) or (``scan_x``, ``scan_y``), optionally
-        ``thickness`` first (a multislice thickness series). One period of the specimen: STEM
-        scans must cover the whole cell (``GridScan`` over the cell, endpoint excluded).
-    """
+        ``thickness`` (a multislice thickness series) and ``defocus`` (Å, a STEM probe defocus
+        series: one scan per member, at least 3, evenly spaced or not). One period of the
+        specimen: STEM scans must cover the whole cell (``GridScan`` over the cell, endpoint
+        excluded). The signal kind (:func:`signal_of`) and, for iDPC/iCoM, the integration's
+        ``regularization`` (1/Å²) come from the attrs.
 
-    fittable = ("thickness", "blur", "shift", "rotation_deg", "magnification", "scale", "offset", "dose")
+    Notes
+    -----
+    Between the members of a defocus series the image is a cubic spline in defocus, pixel by
+    pixel (no re-simulation inside the fit): the series step should be well below the probe's
+    depth of field ``λ/α²`` (≈ 60 Å at 200 kV and 20 mrad) for the spline to follow the image.
+    """
 
     def __init__(self, images: xr.DataArray):
         dims = ("x", "y") if "x" in images.dims else ("scan_x", "scan_y")
         if not set(dims) <= set(images.dims):
             raise InputError(f"a simulated image needs dims (x, y) or (scan_x, scan_y), got {images.dims}")
         self.kind = "stem" if dims[0] == "scan_x" else "image"
-        extra = [d for d in images.dims if d not in (*dims, "thickness")]
+        extra = [d for d in images.dims if d not in (*dims, "thickness", "defocus")]
         if extra:
             raise InputError(f"the simulated image has extra dims {extra}; select one detector/image first")
-        values, self.thicknesses = _series(images.transpose(*[d for d in ("thickness", *dims) if d in images.dims]))
-        if np.iscomplexobj(values):
+        if np.iscomplexobj(images.values):
             raise InputError("complex values: pass exit waves to ExitWaveModel (HRTEM), intensities here")
-        self.values = values.astype(float)
+        self.signal = signal_of(images)
+        self.regularization = float(images.attrs.get("regularization", 0.0))
+        self.defoci = None
+        if "defocus" in images.dims:
+            images = images.sortby("defocus")
+            self.defoci = np.asarray(images["defocus"].values, dtype=float)
+            if self.defoci.size < 3 or np.any(np.diff(self.defoci) <= 0):
+                raise InputError(
+                    f"a defocus series needs at least 3 distinct defoci (Å), got {self.defoci.tolist()}; "
+                    "simulate one scan per defocus"
+                )
+        order = [d for d in ("defocus", "thickness", *dims) if d in images.dims]
+        images = images.transpose(*order)
+        if self.defoci is None:
+            values, self.thicknesses = _series(images)
+            self.values = values.astype(float)
+        else:
+            series = [_series(images.isel(defocus=i)) for i in range(self.defoci.size)]
+            self.values = np.stack([v for v, _ in series]).astype(float)  # (defocus, thickness, x, y)
+            self.thicknesses = series[0][1]
         self.extent = _extent(images, dims)
-        self.sampling = (self.extent[0] / values.shape[-2], self.extent[1] / values.shape[-1])
+        self.sampling = (self.extent[0] / self.values.shape[-2], self.extent[1] / self.values.shape[-1])
         self.energy = float(images.attrs.get("energy", np.nan))
+        self._splines: dict = {}
+
+    @property
+    def fittable(self) -> tuple[str, ...]:
+        names = ["thickness", "blur", "shift", "rotation_deg", "magnification", "scale", "offset"]
+        if self.signal == "counts":
+            names.append("dose")
+        if self.kind == "stem":
+            names.append("drift")
+        if self.defoci is not None:
+            names.insert(0, "defocus")
+        return tuple(names)
 
     def image(self, index: int, defocus: float | None = None) -> PeriodicImage:
-        if defocus is not None:
-            raise InputError("defocus cannot be fitted to a fixed simulated image; pass exit waves (HRTEM)")
-        return PeriodicImage(self.values[index], self.extent)
+        if self.defoci is None:
+            if defocus is not None:
+                raise InputError(
+                    "defocus cannot be fitted to a fixed simulated image; pass exit waves (HRTEM) or a STEM "
+                    "defocus series (a 'defocus' dim)"
+                )
+            return PeriodicImage(self.values[index], self.extent)
+        if defocus is None:
+            raise InputError("a defocus series needs a defocus: fit it, or give initial={'defocus': ...} (Å)")
+        lo, hi = self.defoci[0], self.defoci[-1]
+        if not lo - 1e-9 <= float(defocus) <= hi + 1e-9:
+            raise InputError(f"defocus {float(defocus):g} Å is outside the simulated series {lo:g}–{hi:g} Å")
+        spline = self._splines.get(index)
+        if spline is None:
+            from scipy.interpolate import CubicSpline
+
+            spline = self._splines[index] = CubicSpline(self.defoci, self.values[:, index], axis=0)
+        return PeriodicImage(spline(float(defocus)), self.extent)
+
+    def integrated_with(self, regularization: float) -> None:
+        """Re-integrate an iDPC/iCoM model with another regularization ε (1/Å²), in place.
+
+        The integration's filter is ``1/(q² + ε)``; the model made with ε₀ becomes the one made
+        with ε by the factor ``(q² + ε₀)/(q² + ε)`` on every Fourier coefficient (the mean is
+        lost either way).
+        """
+        eps = float(regularization)
+        if self.signal != "integrated" or eps == self.regularization:
+            return
+        n1, n2 = self.values.shape[-2:]
+        q2 = np.fft.fftfreq(n1, self.sampling[0])[:, None] ** 2 + np.fft.fftfreq(n2, self.sampling[1])[None, :] ** 2
+        factor = np.where(q2 == 0, 1.0, (q2 + self.regularization) / np.maximum(q2 + eps, 1e-300))
+        self.values = np.real(np.fft.ifft2(np.fft.fft2(self.values) * factor))
+        self.regularization = eps
+        self._splines.clear()
 
     def max_frequency(self) -> float:
         return min(0.5 / s for s in self.sampling)
 
     def attrs(self) -> dict:
-        return {"model": f"simulated {self.kind} image(s) over thickness", "energy": self.energy}
+        out = {"model": f"simulated {self.kind} image(s) over thickness", "energy": self.energy, "signal": self.signal}
+        if self.defoci is not None:
+            out["model"] += " and probe defocus"
+            out["defocus_series"] = str([float(d) for d in self.defoci])
+        if self.signal == "integrated":
+            out["regularization"] = self.regularization
+        return out
 
 
 def model_from_simulation(simulation: xr.DataArray, **lens):

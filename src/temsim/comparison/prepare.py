@@ -24,6 +24,8 @@ __all__ = [
     "phase_correlation",
     "correlation_peaks",
     "cross_correlation_peak",
+    "whiten_integrated",
+    "integrated_modes_lost",
 ]
 
 
@@ -156,25 +158,75 @@ class PeriodicImage:
         lines = (c @ ey.T) * np.exp(-2j * np.pi * self.fx[keep_x][:, None] * np.asarray(row_shifts)[None, :])
         return np.real(ex @ lines)
 
-    def evaluate_affine(self, u, v, shift=(0.0, 0.0), rotation_deg: float = 0.0, magnification: float = 1.0):
+    def evaluate_affine(
+        self,
+        u,
+        v,
+        shift=(0.0, 0.0),
+        rotation_deg: float = 0.0,
+        magnification: float = 1.0,
+        drift=(0.0, 0.0),
+        row_shifts=None,
+    ):
         """Values on the grid ``u × v`` (Å) of an image rotated by ``rotation_deg`` (degrees, about
-        the grid's centre c) and magnified: pixel ``p`` shows ``q = m R(θ)(p − c) + c − shift``.
+        the grid's centre c), magnified and drifting: pixel ``p`` shows
+        ``q = m R(θ)(p − c) + c − shift − drift · (p_y − c_y)/(v_last − v_first)``.
 
-        The phase of each Fourier term is affine in the pixel indices, so the sum is still one
-        matrix product, over the coefficients above 10⁻⁹ of the largest (exact to that level).
+        ``drift`` (Å, x and y) is how far the specimen moved between the first and the last
+        scan line (along *y*, the slow axis): a linear drift shears (x) and stretches (y) the
+        frame, with no displacement at its centre line. ``row_shifts`` (one per ``v``, Å) shift
+        each scan line along *x* as well. The phase of each Fourier term is affine in the pixel
+        indices, so the sum is still one matrix product, over the coefficients above 10⁻⁹ of the
+        largest (exact to that level).
         """
         u = np.asarray(u, dtype=float)
         v = np.asarray(v, dtype=float)
         cu, cv = u.mean(), v.mean()
         theta = np.deg2rad(rotation_deg)
         cos, sin = np.cos(theta) * magnification, np.sin(theta) * magnification
+        height = float(v[-1] - v[0]) if v.size > 1 else 1.0
+        m01, m11 = -sin - float(drift[0]) / height, cos - float(drift[1]) / height
         magnitude = np.abs(self.coefficients)
         ix, iy = np.nonzero(magnitude > 1e-9 * magnitude.max())
         fx, fy = self.fx[ix], self.fy[iy]
         c = self.coefficients[ix, iy] * np.exp(2j * np.pi * (fx * (cu - shift[0]) + fy * (cv - shift[1])))
         a = np.exp(2j * np.pi * np.outer(u - cu, fx * cos + fy * sin))
-        b = np.exp(2j * np.pi * np.outer(v - cv, fy * cos - fx * sin))
+        b = np.exp(2j * np.pi * np.outer(v - cv, fx * m01 + fy * m11))
+        if row_shifts is not None:
+            b = b * np.exp(-2j * np.pi * np.outer(np.asarray(row_shifts, dtype=float), fx))
         return np.real((a * c[None, :]) @ b.T)
+
+
+def whiten_integrated(image: np.ndarray, pixel_size, regularization: float = 0.0) -> np.ndarray:
+    """Undo the colouring of an integrated gradient signal's noise (iDPC, iCoM), Å⁻¹ × data units.
+
+    An iDPC/iCoM image is the gradient field (the DPC or centre-of-mass vector) integrated by
+    Fourier division, ``φ̂ = q·ĝ / (2πi (q² + ε))`` (:func:`temsim.detectors.integrate_gradient`).
+    Noise that is white in the gradient (independent probe positions) is therefore coloured in
+    φ. Multiplying by ``W(q) = 2π (q² + ε)/|q|`` (``W(0) = 0``: the mean is lost) turns a noise
+    realization back into ``q̂·ĝ``, white with the variance of one gradient component, so a
+    least-squares fit on the whitened residual is the Gaussian likelihood of the gradient data.
+    On an even grid the Nyquist lines are left out as well: taking the real part of the
+    integration keeps only part of them (:func:`integrated_modes_lost` counts what is left out).
+    """
+    values = np.asarray(image, dtype=float)
+    n1, n2 = values.shape[-2:]
+    qx = np.fft.fftfreq(n1, float(pixel_size[0]))[:, None]
+    qy = np.fft.fftfreq(n2, float(pixel_size[1]))[None, :]
+    q2 = qx**2 + qy**2
+    weight = np.where(q2 == 0, 0.0, 2 * np.pi * (q2 + float(regularization)) / np.sqrt(np.maximum(q2, 1e-300)))
+    if n1 % 2 == 0:  # the integration keeps only part of the Nyquist lines: leave them out
+        weight[n1 // 2, :] = 0.0
+    if n2 % 2 == 0:
+        weight[:, n2 // 2] = 0.0
+    return np.real(np.fft.ifft2(np.fft.fft2(values) * weight))
+
+
+def integrated_modes_lost(shape) -> int:
+    """Fourier modes :func:`whiten_integrated` leaves out: the mean and, on even sizes, the Nyquist lines."""
+    n1, n2 = shape[-2:]
+    lost_x, lost_y = n2 if n1 % 2 == 0 else 0, n1 if n2 % 2 == 0 else 0
+    return 1 + lost_x + lost_y - (1 if lost_x and lost_y else 0)
 
 
 def _upsampled_dft(spectrum: np.ndarray, size: int, factor: int, offsets) -> np.ndarray:
