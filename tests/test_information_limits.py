@@ -162,6 +162,23 @@ def test_optimal_segmented_search_matches_its_masks():
     assert j >= detection.detection_statistics(r0 @ ring, r1 @ ring).j_per_dose
 
 
+def test_optimal_segmented_agrees_with_a_brute_force_scan():
+    alpha, phi, r0, r1 = _pattern()
+    edges, naz = np.arange(0, 80.1, 16.0), 12
+    choice = optimal_detector.optimal_segmented(r0, r1, alpha, phi, edges, n_azimuth=naz, segment_counts=(2, 3, 4))
+    azimuth = np.minimum((np.mod(phi, 2 * np.pi) // (2 * np.pi / naz)).astype(int), naz - 1)
+    best = 0.0
+    for i, inner in enumerate(edges):
+        for outer in edges[i + 1 :]:
+            ring = (alpha >= inner) & (alpha < outer)
+            for n in (2, 3, 4):
+                for shift in range(naz // n):
+                    segment = np.mod(azimuth - shift, naz) // (naz // n)
+                    masks = np.stack([ring & (segment == k) for k in range(n)])
+                    best = max(best, detection.detection_statistics(r0 @ masks.T, r1 @ masks.T).j_per_dose)
+    assert choice.j_per_dose == pytest.approx(best, rel=1e-12)
+
+
 def test_searches_without_candidates_are_refused():
     alpha, phi, r0, r1 = _pattern()
     with pytest.raises(OptimalDetectorError, match="two radial edges"):

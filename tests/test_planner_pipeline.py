@@ -78,7 +78,8 @@ def test_evaluate_is_pure_and_equals_what_plan_reports(small_plan):
     second = evaluate(rates, study.target, budgets, doses=doses)
     xr.testing.assert_identical(rates, before)
     xr.testing.assert_identical(first, second)
-    for row in small_plan.table:
+    own = small_plan.dataset.sel(mode=first.mode)  # the study's modes (the plan adds rows of its own)
+    for row in (r for r in small_plan.table if r["mode"] in rates):
         for key in (
             "required_dose",
             "undamaged_dose",
@@ -90,10 +91,10 @@ def test_evaluate_is_pure_and_equals_what_plan_reports(small_plan):
             "j_per_dose",
         ):
             assert float(first[key].sel(mode=row["mode"], energy=row["energy"])) == row[key], key
-    assert (verdicts(first).values == small_plan.dataset.verdict.values).all()
+    assert (verdicts(first).values == own.verdict.values).all()
     # the Monte-Carlo check is seeded: the same seed gives the table's numbers
     mc = monte_carlo_check(rates, first, study.target, seed=study.seed, trials=200)
-    assert np.array_equal(mc.mc_power.values, small_plan.dataset.mc_power.values)
+    assert np.array_equal(mc.mc_power.values, own.mc_power.values)
 
 
 def test_checkpoints_reproduce_the_rates(small_plan, tmp_path):

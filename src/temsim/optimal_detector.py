@@ -153,10 +153,15 @@ def optimal_annulus(rates0, rates1, alpha, edges) -> AnnulusChoice:
     return AnnulusChoice(float(edges[i]), float(edges[o]), float(table[i, o]))
 
 
-def _segment_sums(ring: np.ndarray, nsegments: int, shift: int) -> np.ndarray:
-    """(positions, n_azimuth) ring → (positions, nsegments) segment sums, rotated by ``shift`` bins."""
-    rolled = np.roll(ring, -shift, axis=1)
-    return rolled.reshape(ring.shape[0], nsegments, -1).sum(axis=2)
+def _segment_sums(ring: np.ndarray, nsegments: int) -> np.ndarray:
+    """(positions, n_azimuth) ring → (positions, rotations, nsegments) segment sums for every
+    rotation by whole bins (``0 … n_azimuth/nsegments − 1``): segment j of rotation s sums the
+    bins ``s + j·w … s + (j+1)·w − 1`` (w = n_azimuth/nsegments, modulo n_azimuth)."""
+    n_azimuth = ring.shape[1]
+    width = n_azimuth // nsegments
+    cumulative = np.concatenate([np.zeros((ring.shape[0], 1)), np.cumsum(np.tile(ring, 2), axis=1)], axis=1)
+    edges = np.arange(width)[:, None] + width * np.arange(nsegments + 1)[None, :]  # (rotations, n + 1)
+    return cumulative[:, edges[:, 1:]] - cumulative[:, edges[:, :-1]]
 
 
 def optimal_segmented(
@@ -198,10 +203,10 @@ def optimal_segmented(
         for o in range(i + 1, nr + 1):
             ring0, ring1 = c0[:, o] - c0[:, i], c1[:, o] - c1[:, i]
             for n in counts:
-                for shift in range(n_azimuth // n):
-                    j = float(_j(_segment_sums(ring0, n, shift), _segment_sums(ring1, n, shift), axis=None))
-                    if j > best[0]:
-                        best = (j, (i, o, n, shift))
+                js = _j(_segment_sums(ring0, n), _segment_sums(ring1, n), axis=(0, 2))  # per rotation
+                shift = int(np.argmax(js))
+                if js[shift] > best[0]:
+                    best = (float(js[shift]), (i, o, n, shift))
     j, (i, o, n, shift) = best
     return SegmentedChoice(float(edges[i]), float(edges[o]), n, 2 * np.pi * shift / n_azimuth, j)
 
