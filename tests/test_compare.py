@@ -528,3 +528,32 @@ def test_idpc_image_is_fitted_with_whitened_noise(rng):
             compare(image, cell, fit=fit)
     with pytest.raises(InputError, match="Gaussian likelihood only"):
         compare(image, cell, fit=("shift", "scale"), likelihood="poisson")
+
+
+def test_idpc_mode_of_a_study_with_a_probe_defocus_series():
+    import dataclasses
+
+    from temsim.comparison import simulate_for_comparison
+    from temsim.errors import AccuracyWarning
+    from temsim.structure import graphene, tile
+    from temsim.study import Mode, example_study
+
+    study = dataclasses.replace(
+        example_study("graphene-si"),
+        atoms=tile(graphene(vacuum=2.0), (4, 2, 1)),
+        modes=(Mode("iDPC"), Mode("HRTEM", defocus=-50.0)),
+        energies=(80e3,),
+        phonons=None,
+        sampling=0.1,
+        scan_step=0.5,
+    )
+    with pytest.warns(AccuracyWarning, match="wrap around"):
+        model, start = simulate_for_comparison(study, mode="iDPC", defoci=(-40.0, 0.0, 40.0))
+    assert model.signal == "integrated" and model.kind == "stem"
+    assert model.defoci.tolist() == [-40.0, 0.0, 40.0] and start == {"defocus": 0.0}
+    assert "defocus" in model.fittable and "dose" not in model.fittable
+    members = model.values[:, -1]
+    assert np.all(np.abs(members.mean(axis=(-2, -1))) < 1e-6 * members.std())  # the integration loses the mean
+    assert np.abs(members[0] - members[1]).max() > 0.1 * members[1].std()  # defocus changes the image
+    with pytest.raises(InputError, match="defoci= is for STEM modes"):
+        simulate_for_comparison(study, mode=study.modes[1].label, defoci=(-40.0, 0.0, 40.0))

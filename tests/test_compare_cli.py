@@ -111,3 +111,17 @@ def test_missing_calibration_says_how_to_pass_it(experiment, tmp_path, capsys):
     config.write_text(STUDY)
     assert main(["compare", str(image), str(config), "--output", str(tmp_path / "x")]) == 1
     assert "pixel_size" in capsys.readouterr().err
+
+
+def test_stem_keys_are_read_and_checked(tmp_path):
+    config = tmp_path / "stem.toml"
+    config.write_text(STUDY + '\n[compare]\ndefoci = [-20, 0, 20]\nsignal = "integrated"\nregularization = 0.05\n')
+    _, options, _ = read_config(config)
+    assert options["defoci"] == (-20.0, 0.0, 20.0)
+    assert options["signal"] == "integrated" and options["regularization"] == 0.05
+    config.write_text(STUDY + "\n[compare]\ndefoci = [0, 10]\n")
+    with pytest.raises(StudyError, match="at least 3 probe defoci"):
+        read_config(config)
+    config.write_text(STUDY + "\n[compare]\nregularization = -1\n")
+    with pytest.raises(StudyError, match="compare.regularization"):
+        read_config(config)

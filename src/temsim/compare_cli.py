@@ -20,6 +20,9 @@ two optional tables read here and removed before the study is loaded:
     bounds = {defocus = [-300, 300]}
     crop = {x = [0, 40], y = [0, 40]}   # Å
     row_shifts = false            # STEM: one shift per scan line along x (line jitter)
+    defoci = [-40, -20, 0, 20, 40]      # STEM: a probe defocus series (Å), one scan each
+    signal = "integrated"         # STEM: counts (default), signed (DPC, CoM) or integrated (iDPC, iCoM)
+    regularization = 0.05         # iDPC/iCoM: the ε (1/Å²) the experiment was integrated with
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ _COMPARE_KEYS = {
     "black_level",
     "vacuum_level",
     "row_shifts",
+    "defoci",
+    "signal",
+    "regularization",
 }
 _EXPERIMENT_KEYS = {"pixel_size"}
 
@@ -78,7 +84,7 @@ def _table(key: str, value) -> dict:
 
 
 def _choices(table: dict) -> dict:
-    """``fit`` (a list of names) and ``row_shifts`` (a boolean) of the [compare] table."""
+    """``fit`` (a list of names), ``row_shifts`` (a boolean) and ``defoci`` (Å) of the [compare] table."""
     out: dict = {}
     if "fit" in table:
         if not isinstance(table["fit"], list) or not all(isinstance(f, str) for f in table["fit"]):
@@ -90,6 +96,11 @@ def _choices(table: dict) -> dict:
         if not isinstance(table["row_shifts"], bool):
             raise StudyError(f"compare.row_shifts must be true or false, got {table['row_shifts']!r}")
         out["row_shifts"] = table["row_shifts"]
+    if "defoci" in table:
+        defoci = table["defoci"]
+        if not isinstance(defoci, list) or len(defoci) < 3:
+            raise StudyError(f"compare.defoci must be a list of at least 3 probe defoci in Å, got {defoci!r}")
+        out["defoci"] = tuple(_number(f"compare.defoci[{i}]", d, "Å") for i, d in enumerate(defoci))
     return out
 
 
@@ -99,7 +110,7 @@ def _options(table: dict) -> dict:
         raise StudyError(f"unknown key(s) {sorted(unknown)} in [compare]; valid keys are {sorted(_COMPARE_KEYS)}")
     out: dict = {}
     out.update(_choices(table))
-    for key in ("hypothesis", "mode", "likelihood"):
+    for key in ("hypothesis", "mode", "likelihood", "signal"):
         if key in table:
             out[key] = str(table[key])
     for key, unit, bounds in (
@@ -108,6 +119,7 @@ def _options(table: dict) -> dict:
         ("efficiency", "", {"minimum": 0, "maximum": 1, "exclusive_minimum": True}),
         ("black_level", "data units", {}),
         ("vacuum_level", "data units", {}),
+        ("regularization", "1/Å²", {"minimum": 0}),
     ):
         if key in table:
             out[key] = _number(f"compare.{key}", table[key], unit, **bounds)
