@@ -973,6 +973,8 @@ OPTIMAL_ANNULUS_ROW = "optimal annulus"
 OPTIMAL_SEGMENTED_ROW = "optimal segmented"
 QUANTUM_ROW = "quantum limit"
 PLANE_WAVE_QUANTUM_ROW = "quantum limit (plane wave)"
+#: The rows that are bounds of any detector, not modes one can record.
+QUANTUM_ROWS = (QUANTUM_ROW, PLANE_WAVE_QUANTUM_ROW)
 #: Azimuthal bins and segment counts of the optimal segmented search.
 AZIMUTH_BINS = 24
 SEGMENT_COUNTS = (2, 4, 8)

@@ -23,6 +23,7 @@ from temsim.damage_channels import format_damage_dose
 from temsim.errors import TemsimError
 from temsim.modes import DISPLAYS, mode_spec
 from temsim.plan_file import write_plan
+from temsim.planning import QUANTUM_ROWS
 
 __all__ = [
     "write_report",
@@ -292,8 +293,11 @@ def _figure_noisy(result, path: str) -> None:
 def _summary(result) -> str:
     study = result.study
     best = {}
+    limits = {}
     for row in result.table:
-        if np.isfinite(row["required_dose"]):
+        if row["mode"] in QUANTUM_ROWS:  # bounds of any detector, not modes
+            limits.setdefault(row["energy"], []).append(row)
+        elif np.isfinite(row["required_dose"]):
             e = row["energy"]
             if e not in best or row["required_dose"] < best[e]["required_dose"]:
                 best[e] = row
@@ -318,6 +322,12 @@ def _summary(result) -> str:
             f"**{energy / 1e3:g} kV:** the lowest-dose mode is **{row['mode']}** at "
             f"{_fmt(row['required_dose'])} e/Å² ({row['verdict']}; {row['budget_basis']})."
         )
+        if limits.get(energy):
+            bounds = "; ".join(f"{b['mode']} {_fmt(b['required_dose'])} e/Å²" for b in limits[energy])
+            lines.append(
+                f"  No detector at all could do better ({bounds}); this mode needs "
+                f"{_fmt(row.get('quantum_multiple', math.nan))} × the quantum limit of its illumination."
+            )
     lines += [
         "",
         "## Minimum dose per mode and energy",
