@@ -99,6 +99,25 @@ def test_rosettasciio_written_files(tmp_path, picture, plugin, suffix):
     np.testing.assert_allclose(image.attrs["pixel_size"], [0.15, 0.25], rtol=1e-5)
 
 
+def test_berkeley_emd_written_by_ncempy(tmp_path, picture):
+    """EMD v0.2 written by NCEM's own library (ncempy), read through rosettasciio.
+
+    The format does not say which of dim1/dim2 is x: rosettasciio takes dim1 (the file's first
+    array axis) as x, so the image comes out transposed with respect to a TIFF of the same
+    array — with each axis's calibration travelling with it (dim1's pixel size on x).
+    """
+    ncempy_emd = pytest.importorskip("ncempy.io.emd")
+    path = tmp_path / "image.emd"
+    ncempy_emd.emdWriter(path, picture, pixel_size=(0.025, 0.015), pixel_unit=("nm", "nm"))
+    before = _digest(path)
+    image = load_image(path)
+    assert _digest(path) == before
+    assert image.shape == picture.shape  # x = dim1 (12 pixels), y = dim2 (20 pixels)
+    np.testing.assert_allclose(image.values, picture)
+    np.testing.assert_allclose(image.attrs["pixel_size"], [0.25, 0.15], rtol=1e-6)  # nm → Å, per axis
+    assert "EMD" in image.attrs["reader"]
+
+
 def test_digital_micrograph_goes_to_rosettasciio_and_names_the_complaint(tmp_path):
     pytest.importorskip("rsciio.digitalmicrograph")
     path = tmp_path / "broken.dm4"
