@@ -419,7 +419,7 @@ class Feature:
         """:meth:`locate`'s answer in words."""
         where = f"at x = {site.get('x', 0):.2f} Å, y = {site.get('y', 0):.2f} Å"
         if site["kind"] == "remove":
-            return f"{len(site['indices'])} atoms ({site['element']}) removed, centred {where}"
+            return f"{site['element']} removed, centred {where}"
         if site["kind"] == "vacancy":
             return f"{site['element']} atom {site['index']} removed, {where}"
         if site["kind"] == "substitution":
@@ -436,7 +436,7 @@ class Feature:
         if self.kind == "adatom":
             return f"{self.element} adatom"
         if self.kind == "remove":
-            return f"{len(self.sites)} atoms removed (a missing molecule or linker)"
+            return f"missing group of {len(self.sites)} atoms"
         return f"alternative structure {os.path.basename(self.file)}"
 
 
