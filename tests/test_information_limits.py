@@ -249,3 +249,21 @@ def test_study_acquisitions_are_checked_when_the_study_is_made():
     doc["acquisitions"] = [{"modes": ["HAADF"]}]
     with pytest.raises(AcquisitionError, match="at least two"):
         study_from_dict(doc)
+
+
+@pytest.mark.filterwarnings("ignore::temsim.errors.AccuracyWarning")
+def test_command_line_modes_only(tmp_path):
+    from temsim.cli import main
+
+    study = tmp_path / "tiny.toml"
+    study.write_text(
+        'name = "tiny"\n[specimen]\nexample = "graphene"\nsupercell = [3, 2, 1]\n'
+        '[feature]\nkind = "substitution"\nelement = "Si"\nhost_element = "C"\n'
+        "[microscope]\nenergies = [60e3]\nsemiangle_cutoff = 30.0\n"
+        '[[modes]]\nname = "HAADF"\ninner = 60.0\nouter = 120.0\n'
+        "[simulation]\nsampling = 0.1\nscan_step = 0.5\nwindow = 2.0\nslice_thickness = 4.0\n",
+        encoding="utf-8",
+    )
+    assert main(["plan", str(study), "-o", str(tmp_path / "out"), "--quiet", "--modes-only"]) == 0
+    report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "| HAADF |" in report and "| 4D bound |" not in report and "| quantum limit |" not in report

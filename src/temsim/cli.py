@@ -48,7 +48,12 @@ def _plan(args) -> int:
         # claimed before any simulation: a file, an unwritable folder or an existing report is refused now
         output = prepare_output(output, study_fingerprint(study), overwrite=args.overwrite)
         start = time.perf_counter()
-        result = plan(study, settings=settings, checkpoint_dir=os.path.join(output, "checkpoints"))
+        result = plan(
+            study,
+            settings=settings,
+            checkpoint_dir=os.path.join(output, "checkpoints"),
+            limits_of_any_detector=not args.modes_only,
+        )
         paths = write_report(result, output, overwrite=True)
         finish_output(output)
     except (TemsimError, FileExistsError) as err:
@@ -112,6 +117,12 @@ def main(argv=None) -> int:
         help="worker processes (--scheduler local) or threads (--scheduler threads), ≥ 1",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--modes-only",
+        action="store_true",
+        help="only the study's modes: without the 4D bound, joint, optimal-detector and quantum-limit rows "
+        "(and their extra pass over the probe positions)",
+    )
     compare_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "plan":
