@@ -59,6 +59,14 @@ def _wrapped(error: float, period: float) -> float:
     return (error + period / 2) % period - period / 2
 
 
+def _worst_and_coverage(rows: list) -> tuple[dict, dict]:
+    """Largest error of each parameter over the trials, and how often ±1.96 σ covered the truth."""
+    names = rows[0]["errors"]
+    worst = {k: max(abs(r["errors"][k]) for r in rows) for k in names}
+    covered = {k: sum(abs(r["errors"][k]) <= Z95 * r["sigmas"][k] for r in rows) / len(rows) for k in names}
+    return worst, covered
+
+
 def test_stem_probe_defocus_recovery_and_coverage(potential):
     """Probe defocus from a series of 7 scans (−60 … +60 Å, 20 Å apart: a third of the depth of
     field λ/α² ≈ 63 Å), truth at −13 Å (between members, scanned on its own); HAADF 50–120 mrad,
@@ -88,8 +96,7 @@ def test_stem_probe_defocus_recovery_and_coverage(potential):
             "dose": p["dose"] - dose,
         }
         rows.append({"converged": result.converged, "errors": errors, "sigmas": {k: s[k] for k in errors}})
-    worst = {k: max(abs(r["errors"][k]) for r in rows) for k in rows[0]["errors"]}
-    covered = {k: sum(abs(r["errors"][k]) <= Z95 * r["sigmas"][k] for r in rows) / TRIALS for k in worst}
+    worst, covered = _worst_and_coverage(rows)
     record(
         "compare_validation",
         "stem_defocus_recovery",
@@ -154,8 +161,7 @@ def test_idpc_from_noisy_segments_recovery_and_coverage(potential):
                 "chi2_per_dof": result.metrics["chi2_per_dof"],
             }
         )
-    worst = {k: max(abs(r["errors"][k]) for r in rows) for k in rows[0]["errors"]}
-    covered = {k: sum(abs(r["errors"][k]) <= Z95 * r["sigmas"][k] for r in rows) / TRIALS for k in worst}
+    worst, covered = _worst_and_coverage(rows)
     ratios = [r["noise_ratio"] for r in rows]
     record(
         "compare_validation",
