@@ -540,7 +540,7 @@ def test_idpc_mode_of_a_study_with_a_probe_defocus_series():
 
     study = dataclasses.replace(
         example_study("graphene-si"),
-        atoms=tile(graphene(vacuum=2.0), (4, 2, 1)),
+        atoms=tile(graphene(vacuum=2.0), (2, 1, 1)),
         modes=(Mode("iDPC"), Mode("HRTEM", defocus=-50.0)),
         energies=(80e3,),
         phonons=None,
@@ -557,3 +557,23 @@ def test_idpc_mode_of_a_study_with_a_probe_defocus_series():
     assert np.abs(members[0] - members[1]).max() > 0.1 * members[1].std()  # defocus changes the image
     with pytest.raises(InputError, match="defoci= is for STEM modes"):
         simulate_for_comparison(study, mode=study.modes[1].label, defoci=(-40.0, 0.0, 40.0))
+
+
+def test_signed_dpc_component_with_inverted_sign_and_offset(rng):
+    cell, gx, _, step = _idpc_cell()
+    com = cell.copy(data=gx).assign_attrs(detector="center_of_mass", regularization=0.0)  # one CoM component
+    s, shift = 0.02, (0.61, 1.93)
+    u = np.arange(40) * step
+    values = -2.0 * PeriodicImage(gx, (6.0, 6.0)).evaluate(u, u, shift) + 0.3 + rng.normal(0.0, s, (40, 40))
+    image = temsim.load_image(values.T, pixel_size=step)
+    result = compare(image, com, fit=("shift", "scale", "offset"))
+    assert result.converged, result.message
+    assert result.attrs["signal"] == "signed"
+    p, u_ = result.parameters, result.uncertainties
+    assert abs(p["scale"] + 2.0) < 3 * u_["scale"]  # inverted: a detector rotated by 180°
+    assert abs(p["offset"] - 0.3) < 3 * u_["offset"]
+    for axis, truth in zip("xy", shift):
+        error = (p[f"shift_{axis}"] - truth + 3.0) % 6.0 - 3.0
+        assert abs(error) < 3 * u_[f"shift_{axis}"] < 0.2 * step
+    assert p["noise_sigma"] == pytest.approx(s, rel=0.1)
+    assert 0.9 < result.metrics["chi2_per_dof"] < 1.1

@@ -278,7 +278,7 @@ class Fitter:
                 values.pop("shift_x", None)
                 values.pop("shift_y", None)
                 image = self.unit_image(index, values)
-                ncc, _ = cross_correlation_peak(image, self.data)
+                ncc = max(cross_correlation_peak(sign * image, self.data)[0] for sign in self._signs())
                 scored.append((ncc, index, values))
         scored.sort(key=lambda item: -item[0])
         return scored[:keep]
@@ -293,14 +293,21 @@ class Fitter:
         """
         image = self.unit_image(index, {**values, "shift_x": 0.0, "shift_y": 0.0})
         out: list[tuple[dict, float]] = []
-        for peak in correlation_peaks(image, self.data, 6 * count) or [(0, 0)]:
-            sx, sy = phase_correlation(image, self.data, whiten=False, near=peak)
-            trial = self._linear(index, {**values, "shift_x": sx * self.pixel[0], "shift_y": sy * self.pixel[1]})
-            if all(abs(trial[1] - other[1]) > 1e-6 * other[1] for other in out):
-                out.append(trial)
-            if len(out) == count:
-                break
-        return sorted(out, key=lambda item: item[1])
+        for sign in self._signs():  # a signed signal may be inverted (the detector's orientation)
+            found = 0
+            for peak in correlation_peaks(sign * image, self.data, 6 * count) or [(0, 0)]:
+                sx, sy = phase_correlation(sign * image, self.data, whiten=False, near=peak)
+                shifted = {**values, "shift_x": sx * self.pixel[0], "shift_y": sy * self.pixel[1]}
+                trial = self._linear(index, shifted)
+                if all(abs(trial[1] - other[1]) > 1e-6 * other[1] for other in out):
+                    out.append(trial)
+                    found += 1
+                if found == count:
+                    break
+        return sorted(out, key=lambda item: item[1])[:count]
+
+    def _signs(self) -> tuple[float, ...]:
+        return (1.0,) if self.signal == "counts" else (1.0, -1.0)
 
     def register(self, index: int, values: dict) -> dict:
         """Shift by sub-pixel correlation (the candidate of least residual) and scale/offset by regression."""
