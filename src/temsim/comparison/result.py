@@ -28,7 +28,9 @@ class CompareResult:
         Best-fit values: ``defocus`` (Å, positive = underfocus), ``Cs`` (C30, Å), ``thickness`` (Å), ``blur``
         (Gaussian σ, Å), ``shift_x``/``shift_y`` (Å: where the simulation cell's origin lies in
         the experiment, modulo the cell), ``scale`` (data units per fraction of the beam),
-        ``offset`` (data units), ``gain`` (data units per electron), ``dose`` (e/Å²).
+        ``offset`` (data units), ``gain`` (data units per electron), ``dose`` (e/Å²); STEM
+        ``drift_x``/``drift_y`` (Å over the frame); for signed and integrated signals (DPC, CoM,
+        iDPC, iCoM) ``noise_sigma`` (the white noise's standard deviation) instead of gain and dose.
     uncertainties : dict
         One standard error per fitted parameter (Fisher information; thickness from the χ²
         profile over the series, including its step).
