@@ -541,7 +541,7 @@ def test_idpc_mode_of_a_study_with_a_probe_defocus_series():
     study = dataclasses.replace(
         example_study("graphene-si"),
         atoms=tile(graphene(vacuum=2.0), (2, 1, 1)),
-        modes=(Mode("iDPC"), Mode("HRTEM", defocus=-50.0)),
+        modes=(Mode("iDPC"), Mode("iCoM"), Mode("HRTEM", defocus=-50.0)),
         energies=(80e3,),
         phonons=None,
         sampling=0.1,
@@ -555,8 +555,11 @@ def test_idpc_mode_of_a_study_with_a_probe_defocus_series():
     members = model.values[:, -1]
     assert np.all(np.abs(members.mean(axis=(-2, -1))) < 1e-6 * members.std())  # the integration loses the mean
     assert np.abs(members[0] - members[1]).max() > 0.1 * members[1].std()  # defocus changes the image
+    with pytest.warns(AccuracyWarning, match="wrap around"):
+        icom, _ = simulate_for_comparison(study, mode="iCoM")  # a pixelated mode: integrated centre of mass
+    assert icom.signal == "integrated" and icom.defoci is None and icom.values.shape[1:] == model.values.shape[2:]
     with pytest.raises(InputError, match="defoci= is for STEM modes"):
-        simulate_for_comparison(study, mode=study.modes[1].label, defoci=(-40.0, 0.0, 40.0))
+        simulate_for_comparison(study, mode=study.modes[2].label, defoci=(-40.0, 0.0, 40.0))
 
 
 def test_signed_dpc_component_with_inverted_sign_and_offset(rng):
