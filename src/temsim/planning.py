@@ -1020,7 +1020,13 @@ def _four_d_rates(study: Study, data) -> tuple:
     kx, ky = (k[: (k.size // b) * b].reshape(-1, b).mean(axis=1) for k in (data.kx, data.ky))
     eta = camera_model(name, energy=data.energy).poisson_efficiency
     da = data.area * eta * _scan_array(study, data, values, ("kx", "ky"), {"kx": kx, "ky": ky})
-    return da, name, f"every pixel to {float(data.alpha.max()):.0f} mrad, binning {b}"
+    return da, name, f"every pixel to the band limit {_band_limit(data):.0f} mrad, binning {b}"
+
+
+def _band_limit(data) -> float:
+    """The largest scattering angle (mrad) of a pixel that any exit wave reaches (the band limit)."""
+    reached = data.intensity.max(axis=(0, 1, 2)) > 0
+    return float(data.alpha[reached].max()) if reached.any() else float(data.alpha.max())
 
 
 def _masked(study: Study, data, masks, efficiency, dim: str = "segment") -> xr.DataArray:
@@ -1055,13 +1061,14 @@ def _optimal_rates(study: Study, data) -> dict:
     alpha, phi = data.alpha.reshape(-1), data.phi.reshape(-1)
     pixels = data.intensity.reshape(data.intensity.shape[:3] + (-1,)).mean(axis=1, dtype=np.float64)
     r0, r1 = (data.area * eta * pixels[h] for h in (0, 1))
-    a, top = study.semiangle_cutoff, float(alpha.max())
+    # candidate edges up to the band limit: every pixel width, and the study's and the standard detectors' angles
+    a, top = study.semiangle_cutoff, _band_limit(data)
     step = float(abs(data.kx[1] - data.kx[0])) * 1e3 * wavelength(data.energy)
     standard = [e for m in _stem_modes(study) for e in m.angles(a)] + [0.0, a / 2, a, 3 * a, max(3 * a, 50.0)]
-    edges = np.union1d(np.arange(0.0, top, step), [e for e in standard if e <= top])
+    standard = [e for e in standard if e < top] + [top * (1 + 1e-9)]
+    edges = np.union1d(np.arange(0.0, top, step), standard)
     annulus = optimal_detector.optimal_annulus(r0, r1, alpha, edges)
-    reach = min(top, 4 * a)
-    rings = np.union1d(np.linspace(0.0, reach, 17), [e for e in standard if e <= reach])
+    rings = np.union1d(np.linspace(0.0, top, 25)[:-1], standard)
     ring = optimal_detector.optimal_segmented(
         r0, r1, alpha, phi, rings, n_azimuth=AZIMUTH_BINS, segment_counts=SEGMENT_COUNTS
     )
