@@ -5,11 +5,14 @@ offset``: the simulated image (one period, from :mod:`temsim.comparison.model`) 
 Gaussian (source size, vibration, camera MTF), shifted, evaluated on the experiment's pixels
 and put on the detector's scale. The noise model is Poisson with a gain: ``var = gain ·
 (model − offset)`` in the data's units, so ``(data − offset) / gain`` counts electrons and the
-dose is ``scale / (gain · pixel area · efficiency)`` (e/Å²).
+dose is ``scale / (gain · pixel area · efficiency)`` (e/Å²). Signed signals (a DPC or CoM
+component) have white noise of one variance instead; integrated ones (iDPC, iCoM) are fitted on
+residuals whitened by :func:`~temsim.comparison.prepare.whiten_integrated`. A STEM image may
+also drift: the geometry is affine (rotation, magnification, drift over the frame).
 
 1. **Coarse search** over the thickness series × a defocus grid fine enough not to step over a
-   contrast reversal at the highest transferred frequency; each candidate is registered by
-   cross-correlation (integer pixels).
+   contrast reversal at the highest transferred frequency (HRTEM) or the members of a STEM
+   probe defocus series; each candidate is registered by cross-correlation (integer pixels).
 2. **Registration** of the best candidates by phase correlation (sub-pixel).
 3. **Local fit** of the continuous parameters by ``scipy.optimize.least_squares``: Gaussian
    likelihood (unweighted, then weighted by the noise model with the gain estimated from the
