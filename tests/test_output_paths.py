@@ -122,7 +122,10 @@ def test_plan_nc_stores_structures_site_and_monte_carlo_errors(tmp_path, monkeyp
         site = json.loads(ds.attrs["feature_site"])
         assert site["kind"] == "vacancy" and site["element"] == "C" and h0[site["index"]] == 6
         assert np.allclose(ds.structure_H0_positions.values[site["index"], :2], [site["x"], site["y"]])
-        assert np.all(ds.mc_power_se.values > 0) and "mc_note" in ds
+        # every row recorded by a detector has its Monte-Carlo error; the quantum limits (no detector) none
+        quantum = np.char.startswith(ds.mode.values.astype(str), "quantum limit")
+        assert quantum.any() and np.all(ds.mc_power_se.values[~quantum] > 0) and "mc_note" in ds
+        assert np.all(np.isnan(ds.mc_power_se.values[quantum]))
     assert "C atom" in (tmp_path / "out" / "report.md").read_text()
     # a power 2 standard errors below the target is flagged, one within it is not
     checks = xr.Dataset(

@@ -11,6 +11,13 @@ with the annular-PMT preset (doses ×1.36) while HRTEM rows stayed within 1e-6 �
 row before the new reference was written.
 A second re-recording changed the Rose column alone (now on the contrast magnitude at the
 target's SNR); every other plan field moved by < 1e-7.
+A third (damage and camera data tables) was checked row by row: every STEM row's rates and
+doses are bit-identical; HRTEM rows moved by +0.12 … +0.33 % (the counting camera's DQE(f)
+now enters the image statistics; H1 rates change by < 1e-4 of their maximum); the graphene
+budget became unlimited at 60 kV (no knock-on, E_max < E_d) and 1.03e12 e/Å² at 80 kV
+(Debye temperature 1287 K instead of 2000 K), SrTiO3 gained its O knock-on budget (3.4e4 /
+3.2e4 e/Å² at 200 / 300 kV), and the verdicts name the feature's survival. The plan tables
+hold the study's own modes (``limits_of_any_detector=False``; those rows have their own tests).
 
 Plan tables: doses derived from the rates agree to 1e-4 relative — two runs of the old code
 differed by up to 3.1e-5 in the COF example, for the same reason. The Rose dose thresholds the

@@ -49,8 +49,12 @@ def _at(document: dict, **values) -> dict:
 
 
 def _separate(data: dict):
-    """The minimum doses of an ordinary plan of ``data`` (mode × energy)."""
-    return plan(study_from_dict(data), progress=False, monte_carlo_trials=20).dataset.required_dose
+    """The minimum doses of an ordinary plan of ``data`` (the study's modes × energy; a sweep plans
+    the study's own modes, not the limits of any detector)."""
+    study = study_from_dict(data)
+    doses = plan(study, progress=False, monte_carlo_trials=20, limits_of_any_detector=False).dataset.required_dose
+    assert list(doses.mode.values) == [m.label for m in study.modes]
+    return doses
 
 
 def test_every_point_equals_a_separate_plan_and_damage_keys_share_simulations(tmp_path):

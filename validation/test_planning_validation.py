@@ -33,12 +33,17 @@ def test_cli_graphene_si_end_to_end(tmp_path):
         assert (out / name).stat().st_size > 0
     ds = xr.open_dataset(out / "plan.nc", engine="h5netcdf")
     report = (out / "report.md").read_text()
+    lines = report.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| mode | energy (kV) |"))
+    columns = [c.strip() for c in lines[header].strip("|").split("|")]
     rows = {}
-    for line in report.splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 10 and cells[1].replace(".", "").isdigit():
-            rows[(cells[0], float(cells[1]) * 1e3)] = cells
-    assert len(rows) == ds.sizes["mode"] * ds.sizes["energy"] == 8
+    for line in lines[header + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = dict(zip(columns, (c.strip() for c in line.strip("|").split("|"))))
+        rows[(cells["mode"], float(cells["energy (kV)"]) * 1e3)] = cells
+    # the study's 4 modes and the limits of any detector (4D bound, joint, optimal, quantum), × 2 energies
+    assert len(rows) == ds.sizes["mode"] * ds.sizes["energy"] and ds.sizes["energy"] == 2 and ds.sizes["mode"] > 4
     # the expected counts per channel travel with the table, one group per mode, with real coordinates
     tree = xr.open_datatree(out / "plan.nc", engine="h5netcdf")
     idpc = tree["signals/iDPC"].rate
@@ -46,15 +51,17 @@ def test_cli_graphene_si_end_to_end(tmp_path):
     assert tree["signals/HRTEM Δf=-60Å"].rate.dims[-2:] == ("x", "y") and idpc.scan_x.attrs.get("units") == "Å"
     for (mode, energy), cells in rows.items():
         dose = float(ds.required_dose.sel(mode=mode, energy=energy))
-        assert float(cells[2]) == pytest.approx(dose, rel=5e-3)  # table prints 3 significant digits
-        assert cells[8] == str(ds.verdict.sel(mode=mode, energy=energy).values)
+        assert float(cells["minimum dose (e/Å²)"]) == pytest.approx(dose, rel=5e-3)  # 3 significant digits
+        assert cells["verdict"] == str(ds.verdict.sel(mode=mode, energy=energy).values)
     # physics sanity (literature expectation): a heavy dopant in graphene needs less dose in HAADF than ABF
     haadf = ds.required_dose.sel(mode="HAADF").values
     abf = ds.required_dose.sel(mode="ABF").values
     assert np.all(haadf < abf)
     # the exact Monte-Carlo at the reported dose meets the target within sampling error
-    assert np.all(np.abs(ds.mc_false_alarm.values - 0.05) < 0.02)
-    assert np.all(ds.mc_power.values > 0.95 - 0.03)
+    checked = np.isfinite(ds.mc_power.values)  # every row with a detector (not the quantum limits)
+    assert checked.sum() >= 8 * 2
+    assert np.all(np.abs(ds.mc_false_alarm.values[checked] - 0.05) < 0.02)
+    assert np.all(ds.mc_power.values[checked] > 0.95 - 0.03)
     _record(
         "planning_graphene_si.json",
         {
@@ -120,6 +127,8 @@ def test_rose_agrees_with_the_likelihood_ratio_for_single_signed_contrast_and_ne
     _record("planning_rose_vs_likelihood.json", {"haadf_ge_rose_over_lr": ratio})
     assert 0.8 <= ratio <= 1.2
     for row in result.table:
+        if row["mode"] not in {m.label for m in study.modes}:
+            continue  # the limits of any detector have no channels of their own, hence no Rose dose
         signal = result.signals[(row["mode"], row["energy"])]
         r0 = np.asarray(signal["rate_h0"], dtype=float).reshape(-1)
         r1 = np.asarray(signal["rate_h1"], dtype=float).reshape(-1)
