@@ -16,6 +16,7 @@ import pytest
 from _record import record
 
 from temsim import detection, quantum_limit
+from temsim.study import EXAMPLES
 
 #: Dwyer & Paganin (2024): 4D-STEM reaches about half the quantum Fisher information (weak phase object).
 PUBLISHED_RATIO = 0.5
@@ -60,7 +61,7 @@ def test_four_d_reaches_half_the_quantum_limit_for_a_weak_phase_object():
 
 
 @pytest.mark.filterwarnings("ignore::temsim.errors.AccuracyWarning")
-@pytest.mark.parametrize("name", ["graphene-si", "srtio3-oxygen-vacancy", "cof-missing-linker"])
+@pytest.mark.parametrize("name", sorted(EXAMPLES))  # every built-in example
 def test_data_processing_inequality_on_the_built_in_examples(name):
     """quantum limit ≤ 4D bound ≤ joint dose of the STEM detectors ≤ best single detector (small variants)."""
     import dataclasses
