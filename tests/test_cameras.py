@@ -132,7 +132,7 @@ def test_every_preset_reaches_the_planner_and_the_dose_scales_as_one_over_dqe0(p
     """The planner's rates carry the preset's DQE(0) at the beam energy, so its required dose
     scales as 1/DQE(0) (high counts: the same study with the ideal camera as reference)."""
     from temsim import detection
-    from temsim.planning import _rates_of
+    from temsim.plan_simulation import _rates_of
 
     energy = _mid_energy(preset)
     fractions = {"H0": np.full(6, 0.02), "H1": np.array([0.02, 0.02, 0.026, 0.02, 0.02, 0.02])}
@@ -201,7 +201,7 @@ def test_presets_resolve_by_beam_energy_interpolate_or_refuse():
 
 def test_the_planner_resolves_the_camera_at_each_beam_energy():
     """Same fractions at two energies: the image statistics use each energy's camera (or refuse)."""
-    from temsim.planning import _rates_of
+    from temsim.plan_simulation import _rates_of
 
     n = 16
     x = np.arange(n) * 0.1
@@ -227,7 +227,7 @@ def test_the_planner_resolves_the_camera_at_each_beam_energy():
 # --------------------------------------------------------------------------- DQE(f) in HRTEM
 def _fringe_rates(camera, k=0.375, n=32, eps=0.01, pixel_size=None, sampling=0.1):
     """Planner rates of a weak fringe cos(2π k x) (k in cycles per simulated pixel) on a flat image."""
-    from temsim.planning import _rates_of
+    from temsim.plan_simulation import _rates_of
 
     x = np.arange(n) * sampling
     fringe = 1.0 + eps * np.cos(2 * np.pi * k * np.arange(n))[:, None] * np.ones(n)[None, :]
@@ -265,7 +265,7 @@ def test_fringe_information_is_dqe_of_f_times_the_ideal_one(camera):
     """Analytic single-frequency fringe: J per unit dose = DQE(k)·N·c·ε²/2 (Σ_f DQE(f)|ΔS(f)|²/S̄)."""
     energy = 150e3 if camera == "timepix4" else 80e3
     model = camera_model(camera, energy=energy)
-    from temsim.planning import _rates_of
+    from temsim.plan_simulation import _rates_of
 
     n, eps, c, k = 32, 0.01, 0.01, 0.375
     x = np.arange(n) * 0.1
@@ -330,7 +330,7 @@ def test_a_coarse_camera_pixel_loses_the_contrast_beyond_its_nyquist_frequency()
 
 
 def test_the_report_prints_the_status_and_source_of_every_camera_number():
-    from temsim.planning import _rates_of
+    from temsim.plan_simulation import _rates_of
     from temsim.report import _camera_section
 
     sims = _sims({"H0": np.full(4, 0.02), "H1": np.full(4, 0.03)}, (100e3, 150e3), 0.09)

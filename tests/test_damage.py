@@ -232,7 +232,7 @@ def test_mean_square_displacement_route_equals_the_debye_route():
 
 # ----------------------------------------------------------------------------- budgets and survival
 def _example_budgets(name):
-    from temsim.planning import _feature_damage, damage_budget
+    from temsim.plan_limits import _feature_damage, damage_budget
     from temsim.study import example_study
 
     study = example_study(name)

@@ -74,7 +74,7 @@ RUNS = {
 CHILD = textwrap.dedent(
     """
     import sys, time
-    import temsim.planning as planning
+    import temsim.plan_simulation as planning
     import temsim.report as report
     from temsim.cli import main
 

@@ -20,7 +20,7 @@ from temsim import detection
 from temsim.camera_data import camera_table
 from temsim.cameras import CAMERA_PRESETS, camera_model
 from temsim.errors import InputError
-from temsim.planning import _rates_of
+from temsim.plan_simulation import _rates_of
 
 N = 32
 PER_PIXEL = 2e4  # electrons per pixel: read noise negligible, Gaussian limit of the Poisson counts

@@ -47,7 +47,7 @@ class ExitWaveData:
     ----------
     intensity : ndarray, float32, shape (2, configurations, positions, nkx, nky)
         Diffraction intensities of H0 (index 0) and H1 (index 1), fractions of the beam per
-        pixel, on the pixels with |k_x|, |k_y| within the band limit (centred, ascending k).
+        pixel, on the pixels with ``|kx|``, ``|ky|`` within the band limit (centred, ascending k).
     distance : ndarray, float64, shape (configurations, positions)
         State distance h per configuration (H0 configuration i paired with H1 configuration i).
     kx, ky : ndarray
