@@ -81,12 +81,32 @@ def test_thickness_band_covers_separate_plans_at_the_sampled_thicknesses(tmp_pat
     spec = sweep_from_document(data)
     assert spec.unknowns[0].samples == (2, 3, 4)  # quantile midpoints of N(3, 1), rounded to unit cells
     result = sweep(spec, checkpoint_dir=str(tmp_path), progress=False)
+    assert result.attrs["thickness_series"] == 1  # the three thicknesses came from one simulation
+    assert len([f for f in os.listdir(tmp_path) if f.endswith(".nc")]) == 2  # 4 u.c., H0 and H1
     separate = [float(_separate(_at(SRTIO3, specimen__supercell=[2, 2, n])).squeeze()) for n in (2, 3, 4)]
     assert len(set(np.round(separate, 6))) == 3  # the thickness matters, so the band is a real test
     low, high = float(result.required_dose_low.squeeze()), float(result.required_dose_high.squeeze())
     assert low == pytest.approx(min(separate), rel=1e-12) and high == pytest.approx(max(separate), rel=1e-12)
     assert low <= float(result.required_dose.squeeze()) <= high
     np.testing.assert_allclose(result.required_dose_samples.squeeze().values, separate, rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::temsim.errors.AccuracyWarning")  # a periodic 2×2 crystal: wrapping intended
+def test_a_thickness_axis_uses_the_exit_planes_of_the_thickest_simulation_and_equals_separate_plans(tmp_path):
+    modes = [{"name": "HRTEM", "defocus": -50.0}, {"name": "ADF", "inner": 40.0, "outer": 80.0}, {"name": "iDPC"}]
+    base = dict(SRTIO3, modes=modes, simulation=dict(SRTIO3["simulation"], scan_step=0.5, window=1.5))
+    result = sweep(dict(base, sweep={"specimen.supercell[2]": [1, 3, 5]}), checkpoint_dir=str(tmp_path), progress=False)
+    assert result.attrs["thickness_series"] == 1
+    assert len([f for f in os.listdir(tmp_path) if f.endswith(".nc")]) == 2  # one simulation per hypothesis
+    for n in (1, 3, 5):
+        expected = _separate(_at(base, specimen__supercell=[2, 2, n]))
+        got = result.required_dose.sel({"specimen.supercell[2]": n})
+        # multislice is causal: the exit plane at n cells is the n-cell specimen (float32 rounding)
+        np.testing.assert_allclose(got.values, expected.values, rtol=1e-4)
+    # a study whose thinner points are not cuts of the thicker one (vacuum below the crystal) is
+    # simulated point by point, never taken from a series
+    apart = dict(base, specimen=dict(base["specimen"], vacuum=3.0), sweep={"specimen.supercell[2]": [1, 2]})
+    assert sweep(apart, progress=False).attrs["thickness_series"] == 0
 
 
 def test_normal_unknown_samples_are_quantile_midpoints():

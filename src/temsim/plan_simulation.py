@@ -199,12 +199,15 @@ def _channels(mode, da: xr.DataArray, area: float) -> xr.DataArray:
     return xr.DataArray(da.values.astype(np.float64), dims=da.dims, coords=coords, attrs={"channel_area": area})
 
 
-def _simulate_one(study: Study, atoms, energy: float, position, settings: ExecutionSettings) -> dict:
+def _simulate_one(
+    study: Study, atoms, energy: float, position, settings: ExecutionSettings, save_every: int | None = None
+) -> dict:
     """Noise-free fractions of the beam per channel of every mode, for one structure.
 
     Returns ``{mode label: DataArray}`` with real coordinates (``scan_x``/``scan_y`` Å,
     ``segment``, ``x``/``y`` Å) and ``attrs["channel_area"]`` (Å² per channel: the probe
-    step area for STEM, the pixel area for images).
+    step area for STEM, the pixel area for images). With ``save_every`` every array gains a
+    leading ``thickness`` dim (Å): the exit planes after every ``save_every`` slices.
     """
     quiet = settings.replace(progress=False)
     potential = Potential(atoms, **study.grid_keys(), slice_thickness=study.slice_thickness)
@@ -212,23 +215,30 @@ def _simulate_one(study: Study, atoms, energy: float, position, settings: Execut
     if _stem_modes(study):
         probe = _probe(study, energy)
         window = _scan_window(study, position, potential.grid.extent)
-        ds = scan(probe, potential, _stem_detectors(study, potential.grid, energy), window, settings=quiet)
+        detectors = _stem_detectors(study, potential.grid, energy)
+        ds = scan(probe, potential, detectors, window, settings=quiet, save_every=save_every)
         area = float(np.prod(ds.attrs["scan_step"]))
         for mode in _stem_modes(study):
             # a finite source blurs the noise-free signal over probe positions (partial spatial coherence)
             out[mode.label] = _channels(mode, source_blur(ds[mode.label], study.source_size), area)
     if _image_modes(study):
-        exit_wave = multislice(PlaneWave(energy=energy), potential, settings=quiet)
+        exit_wave = multislice(PlaneWave(energy=energy), potential, save_every, settings=quiet)
         area = float(np.prod(potential.grid.sampling))
         for mode in _image_modes(study):
             lens = study.aberrations.with_defocus(study.aberrations.defocus + mode.defocus)
-            image = hrtem_image(
-                exit_wave,
-                lens,
-                semiangle_cutoff=study.semiangle_cutoff,
-                focal_spread=study.focal_spread_at(energy),
-                aperture_edge=study.aperture_edge or 0.0,
-            )
+            options = {
+                "semiangle_cutoff": study.semiangle_cutoff,
+                "focal_spread": study.focal_spread_at(energy),
+                "aperture_edge": study.aperture_edge or 0.0,
+            }
+            if save_every is None:
+                image = hrtem_image(exit_wave, lens, **options)
+            else:
+                planes = [
+                    hrtem_image(exit_wave.isel(thickness=i), lens, **options)
+                    for i in range(exit_wave.sizes["thickness"])
+                ]
+                image = xr.concat(planes, dim=exit_wave.thickness)
             out[mode.label] = _channels(mode, image, area)
     return out
 
@@ -249,7 +259,7 @@ def simulate_rates(study: Study, atoms, energy: float, position, progress=None) 
     return out
 
 
-def _checkpoint_key(study: Study, energy, hypothesis, config, position) -> str:
+def _checkpoint_key(study: Study, energy, hypothesis, config, position, save_every: int | None = None) -> str:
     """Hash of every input of one simulation (structure, energy, optics, modes, window, version)."""
     payload = {
         "positions": np.round(config.positions, 8).tolist(),
@@ -271,18 +281,20 @@ def _checkpoint_key(study: Study, energy, hypothesis, config, position) -> str:
         "dz": study.slice_thickness,
         "version": temsim.__version__,
     }
+    if save_every is not None:  # a thickness series (a single exit plane keeps its old key)
+        payload["save_every"] = int(save_every)
     return input_key(payload)
 
 
-def _load_or_simulate(study, atoms, energy, position, checkpoint_dir, hypothesis, settings) -> dict:
+def _load_or_simulate(study, atoms, energy, position, checkpoint_dir, hypothesis, settings, save_every=None) -> dict:
     if checkpoint_dir is None:
-        return _simulate_one(study, atoms, energy, position, settings)
-    key = _checkpoint_key(study, energy, hypothesis, atoms, position)
+        return _simulate_one(study, atoms, energy, position, settings, save_every)
+    key = _checkpoint_key(study, energy, hypothesis, atoms, position, save_every)
     path = os.path.join(checkpoint_dir, key[:20] + ".nc")
     labels = [m.label for m in study.modes]
     ds = load_checkpoint(path, key)
     if ds is None:
-        result = _simulate_one(study, atoms, energy, position, settings)
+        result = _simulate_one(study, atoms, energy, position, settings, save_every)
         # one variable per mode, its dims prefixed by its index so that modes never clash
         ds = xr.Dataset(
             {
@@ -386,6 +398,7 @@ def simulate(
     settings: ExecutionSettings | None = None,
     progress: bool | None = None,
     checkpoint_dir: str | None = None,
+    save_every: int | None = None,
 ) -> xr.Dataset:
     """Expected counts per unit dose of every mode's channels, for both hypotheses.
 
@@ -397,6 +410,11 @@ def simulate(
         Threads, device, precision, progress bars (``progress=`` is the old spelling).
     checkpoint_dir : str, optional
         Directory where each simulation is saved as it completes; a rerun reuses them.
+    save_every : int, optional
+        A thickness series: the rates at the exit planes after every ``save_every`` slices
+        (and the last), along a ``thickness`` dim (Å) after ``configuration``. Multislice is
+        causal, so each plane equals a simulation of the specimen cut there (used by
+        :mod:`temsim.sweeps` for a thickness axis).
 
     Returns
     -------
@@ -422,7 +440,7 @@ def simulate(
     with settings.activate():
         for energy, hyp, i in tasks:
             sims[(energy, hyp, i)] = _load_or_simulate(
-                study, configs[hyp][i], energy, position, checkpoint_dir, hyp, settings
+                study, configs[hyp][i], energy, position, checkpoint_dir, hyp, settings, save_every
             )
             bar.update(1)
     bar.close()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 import os
 import re
@@ -270,8 +271,9 @@ def sweep_from_document(data: dict, base: str = ".") -> Sweep:
 
 
 # ----------------------------------------------------------------------------- running
-def _point(study, settings, checkpoint_dir) -> xr.Dataset:
-    rates = simulate(study, settings=settings, progress=False, checkpoint_dir=checkpoint_dir)
+def _point(study, settings, checkpoint_dir, rates=None) -> xr.Dataset:
+    if rates is None:
+        rates = simulate(study, settings=settings, progress=False, checkpoint_dir=checkpoint_dir)
     limits = study_limits(study, rates)
     out = limits[list(SWEEP_FIELDS)]
     out["verdict"] = verdicts(limits)
@@ -316,22 +318,108 @@ def sweep(
     settings = resolve_settings(settings, progress=progress)
     nominal = spec.study_at(next(iter(spec.points())))
     samples = list(spec.samples()) if spec.unknowns else []
-    total = spec.num_evaluations
+    evaluations = [(values, sample) for values in spec.points() for sample in [()] + samples]
+    total = len(evaluations)
     bar = progress_bar(total, settings.show_progress(total), "sweep: plans", unit="plan")
-    points = []
+    points, runs = [], []
     with compute.session(settings) as shared:
-        for values in spec.points():
-            point = _point(spec.study_at(values), shared, checkpoint_dir)
+        series = _thickness_series(spec, evaluations, shared, checkpoint_dir)
+        for values, sample in evaluations:
+            study = spec.study_at(values, sample)
+            point = _point(study, shared, checkpoint_dir, series.get(_document_key(spec.document_at(values, sample))))
             bar.update(1)
-            if samples:
+            if sample:
+                runs.append(point["required_dose"])
+                if len(runs) < len(samples):
+                    continue
+                points[-1]["required_dose_samples"] = xr.concat(runs, dim="sample")
                 runs = []
-                for sample in samples:
-                    runs.append(_point(spec.study_at(values, sample), shared, checkpoint_dir)["required_dose"])
-                    bar.update(1)
-                point["required_dose_samples"] = xr.concat(runs, dim="sample")
-            points.append(point)
+            else:
+                points.append(point)
     bar.close()
-    return _assemble(spec, points, nominal)
+    result = _assemble(spec, points, nominal)
+    result.attrs["thickness_series"] = int(bool(series))
+    return result
+
+
+# ----------------------------------------------------------------------------- thickness series
+#: The key whose values are the number of unit cells along the beam.
+THICKNESS_KEY = "specimen.supercell[2]"
+
+
+def _document_key(data: dict) -> str:
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def _without_thickness(data: dict) -> str:
+    data = copy.deepcopy(data)
+    _set(data, THICKNESS_KEY, None)
+    return _document_key(data)
+
+
+def _cut(atoms, depth: float):
+    """The atoms above ``depth`` (Å along the beam), as sorted (numbers, positions) for comparison."""
+    keep = atoms.positions[:, 2] < depth - 1e-6
+    order = np.lexsort(np.round(atoms.positions[keep], 6).T)
+    return atoms.numbers[keep][order], atoms.positions[keep][order]
+
+
+def _same_atoms(a, b) -> bool:
+    return a[0].shape == b[0].shape and np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1], atol=1e-6)
+
+
+def _series_step(thick, thin, n_thick: int, n_thin: int) -> int | None:
+    """Slices per unit cell if ``thin`` is ``thick`` cut after ``n_thin`` of its ``n_thick`` cells
+    (same lateral cell, structure and feature above the cut, slices ending on the cut), else None."""
+    cz_thick, cz_thin = float(thick.atoms.cell[2, 2]), float(thin.atoms.cell[2, 2])
+    cell = cz_thick / n_thick
+    per_cell = cell / thick.slice_thickness
+    if (
+        abs(cz_thin - n_thin * cell) > 1e-6
+        or abs(per_cell - round(per_cell)) > 1e-6
+        or not np.allclose(np.asarray(thick.atoms.cell)[:2], np.asarray(thin.atoms.cell)[:2], atol=1e-6)
+    ):
+        return None
+    (t0, t1, tp), (s0, s1, sp) = thick.hypotheses(), thin.hypotheses()
+    if not np.allclose(tp, sp, atol=1e-6):
+        return None
+    for full, part in ((t0, s0), (t1, s1)):
+        if not _same_atoms(_cut(full, cz_thin), _cut(part, np.inf)):
+            return None
+    return int(round(per_cell))
+
+
+def _thickness_series(spec: Sweep, evaluations: list, settings, checkpoint_dir) -> dict:
+    """Rates of every evaluation that is a thinner cut of another one, from one simulation of
+    the thickest: ``{document key: rates at that thickness}`` (multislice is causal, so the exit
+    plane at depth t is the exit wave of the specimen cut at t)."""
+    if THICKNESS_KEY not in spec.axes and THICKNESS_KEY not in {u.key for u in spec.unknowns}:
+        return {}
+    groups: dict = {}
+    for values, sample in evaluations:
+        data = spec.document_at(values, sample)
+        groups.setdefault(_without_thickness(data), {})[int(_get(data, THICKNESS_KEY))] = data
+    out = {}
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        n_thick = max(members)
+        thick = study_from_dict(members[n_thick], base=spec.base)
+        thins = {n: study_from_dict(data, base=spec.base) for n, data in members.items()}
+        steps = {n: _series_step(thick, study, n_thick, n) for n, study in thins.items()}
+        if any(step is None for step in steps.values()) or len(set(steps.values())) != 1:
+            continue  # not cuts of one specimen: each point is simulated on its own
+        rates = simulate(
+            thick, settings=settings, progress=False, checkpoint_dir=checkpoint_dir, save_every=steps[n_thick]
+        )
+        cell = float(thick.atoms.cell[2, 2]) / n_thick
+        depths = rates.thickness.values
+        for n, data in members.items():
+            plane = int(np.argmin(np.abs(depths - n * cell)))
+            if abs(float(depths[plane]) - n * cell) > 1e-3:  # pragma: no cover - the slices end on every cell
+                raise RuntimeError(f"no exit plane at {n * cell:.4f} Å in the thickness series {depths}")
+            out[_document_key(data)] = rates.isel(thickness=plane, drop=True)
+    return out
 
 
 def _nest(items: list, shape: tuple) -> list:
