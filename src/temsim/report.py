@@ -369,6 +369,21 @@ def _summary(result) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_paths(directory: str, files, overwrite: bool) -> dict:
+    """``{file name: path}`` of a run's report ``files`` in ``directory`` (absolute); refuses a
+    ``directory`` that is a file and existing report files unless ``overwrite``."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise OutputError(f"the output {directory} exists and is not a folder")
+    paths = {name: os.path.join(directory, name) for name in files}
+    existing = [p for p in paths.values() if os.path.exists(p)]
+    if existing and not overwrite:
+        raise ReportExistsError(
+            f"{', '.join(existing)} exist; pass --overwrite (overwrite=True) to replace them "
+            "or choose another output directory"
+        )
+    return paths
+
+
 def write_report(result, directory: str, overwrite: bool = False) -> dict:
     """Write report.md, plan.nc, detection_power.png and noisy_signals.png into ``directory``.
 
@@ -376,15 +391,7 @@ def write_report(result, directory: str, overwrite: bool = False) -> dict:
     unless ``overwrite``; a path that cannot be written gives :class:`OutputError` naming it.
     """
     directory = os.path.abspath(os.fspath(directory))
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise OutputError(f"the output {directory} exists and is not a folder")
-    paths = {name: os.path.join(directory, name) for name in REPORT_FILES}
-    existing = [p for p in paths.values() if os.path.exists(p)]
-    if existing and not overwrite:
-        raise ReportExistsError(
-            f"{', '.join(existing)} exist; pass --overwrite (overwrite=True) to replace them "
-            "or choose another output directory"
-        )
+    paths = report_paths(directory, REPORT_FILES, overwrite)
     try:
         os.makedirs(directory, exist_ok=True)
         write_plan(paths["plan.nc"], result.dataset, result.rates)  # atomic: temporary name, then rename

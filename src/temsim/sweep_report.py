@@ -12,7 +12,7 @@ import os
 import numpy as np
 import xarray as xr
 
-from temsim.report import OutputError, ReportExistsError, _atomic_write_text, _fmt, _os_error
+from temsim.report import _atomic_write_text, _fmt, _os_error, report_paths
 from temsim.sweeps import minimum_doses
 
 __all__ = ["write_sweep_report", "format_sweep_table", "SWEEP_FILES"]
@@ -122,12 +122,7 @@ def _summary(result: xr.Dataset) -> str:
 def write_sweep_report(result: xr.Dataset, directory: str, overwrite: bool = False) -> dict:
     """Write sweep.md, sweep.nc and sweep.png into ``directory`` (existing files refused unless ``overwrite``)."""
     directory = os.path.abspath(os.fspath(directory))
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise OutputError(f"the output {directory} exists and is not a folder")
-    paths = {name: os.path.join(directory, name) for name in SWEEP_FILES}
-    existing = [p for p in paths.values() if os.path.exists(p)]
-    if existing and not overwrite:
-        raise ReportExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
+    paths = report_paths(directory, SWEEP_FILES, overwrite)
     try:
         os.makedirs(directory, exist_ok=True)
         tmp = paths["sweep.nc"] + ".tmp"
