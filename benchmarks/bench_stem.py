@@ -92,7 +92,10 @@ def case_temsim(sampling=None, gpts=None, outer=160.0, lateral=4, thickness=20, 
 
     def run_scan():
         nonlocal result
-        settings = temsim.ExecutionSettings(progress=False, scheduler=scheduler)
+        # scheduler="threads": one probe stream per thread; otherwise threaded FFTs at the engine's
+        # own batch (an explicit batch size keeps the threaded layout; the default would stream)
+        fixed = None if scheduler == "threads" else _engine_batch(grid.gpts, n_pos)
+        settings = temsim.ExecutionSettings(progress=False, scheduler=scheduler, batch_size=fixed)
         result = temsim.scan(probe, potential, detectors=detectors, scan=scan, settings=settings)
 
     times, cpus = _harness.timed_cpu(run_scan, repeat)

@@ -127,6 +127,12 @@ def execute(units: Sequence, task: Callable, sink, settings, bar, *, group: Call
                 bar.update(unit.stop - unit.start)
 
 
+def _run_local(task: Callable, units: Sequence, settings) -> list:
+    """Run ``units`` in a thread of this process (errors keep their type and traceback)."""
+    with settings.activate():
+        return [(unit, task(unit)) for unit in units]
+
+
 def _execute_threads(todo: Sequence, task: Callable, sink, settings, bar, group) -> None:
     """``scheduler="threads"``: ``workers`` threads of this process, each running whole groups
     with its share of the cores as FFT threads (FFTs and array arithmetic release the GIL).
@@ -139,7 +145,7 @@ def _execute_threads(todo: Sequence, task: Callable, sink, settings, bar, group)
     n, threads = local_cluster_layout(settings.workers, settings.threads)
     worker_settings = settings.replace(scheduler=None, workers=None, threads=threads, progress=False)
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="temsim-unit") as pool:
-        pending = {pool.submit(_run_group, task, units, worker_settings) for units in _groups(todo, group)}
+        pending = {pool.submit(_run_local, task, units, worker_settings) for units in _groups(todo, group)}
         try:
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
