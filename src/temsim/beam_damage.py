@@ -35,6 +35,7 @@ from temsim.constants import (
     check_energy,
 )
 from temsim.errors import InputError
+from temsim.microscopes import FWHM_PER_SIGMA
 from temsim.phonons import debye_mean_square_displacement
 
 __all__ = [
@@ -248,7 +249,7 @@ def _kernel_1d(fwhm: float, step: float) -> np.ndarray:
     """Normalized Gaussian probe profile sampled at scan steps, offsets −m..m."""
     if fwhm <= 0:
         return np.array([1.0])
-    sigma = fwhm / (2 * math.sqrt(2 * math.log(2))) / step
+    sigma = fwhm / FWHM_PER_SIGMA / step
     m = max(int(math.ceil(5 * sigma)), 1)
     g = np.exp(-0.5 * (np.arange(-m, m + 1) / sigma) ** 2)
     return g / g.sum()

@@ -13,7 +13,7 @@ Every number a camera preset uses lives in one data file with its unit, conditio
   number is marked ``extrapolated``. Overriding every energy-dependent parameter (measured
   values of your own camera) needs no extrapolation.
 
-:func:`provenance_rows` turns the provenance a camera model carries into report rows.
+:func:`describe_number` turns one provenance row a camera model carries into a report line.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ __all__ = [
     "camera_table",
     "resolve_preset",
     "characterised_range",
-    "provenance_rows",
     "describe_number",
     "STATUSES",
 ]
@@ -194,11 +193,6 @@ def resolve_preset(
         _number(preset, key, e, energy, how) for key, e in entry["parameters"].items() if key not in overridden
     )
     return entry["model"], {n.name: n.value for n in numbers}, numbers
-
-
-def provenance_rows(model) -> list[tuple]:
-    """Report rows ``(name, value, unit, status, conditions, source, doi, where)`` of a camera model."""
-    return [tuple(r) for r in getattr(model, "provenance", ())]
 
 
 def describe_number(row) -> str:

@@ -58,19 +58,29 @@ def local_cluster_layout(workers: int | None, threads: int | None) -> tuple[int,
     return n, int(threads) if threads is not None else max(1, cores // n)
 
 
-def _run_group(task: Callable, units: Sequence, settings) -> list:
-    """Run ``units`` with ``task`` in a worker; failures become :class:`UnitError` with the unit."""
+def _run_group(task: Callable, units: Sequence, settings, wrap: bool = True) -> list:
+    """Run ``units`` with ``task`` in a worker; with ``wrap`` (a dask worker) failures become
+    :class:`UnitError` with the unit and the worker's traceback, else they keep their own type."""
     out = []
     with settings.activate():
         for unit in units:
             try:
                 out.append((unit, task(unit)))
             except Exception as err:  # any failure is re-raised with the unit and the worker's traceback
+                if not wrap:
+                    raise
                 raise UnitError(
                     f"work unit {unit} failed in a worker: {type(err).__name__}: {err}\n"
                     f"worker traceback:\n{traceback.format_exc()}"
                 ) from None
     return out
+
+
+def _deliver(results: Sequence, sink, bar) -> None:
+    """Hand finished ``(unit, values)`` pairs to the sink and advance the bar by their positions."""
+    for unit, values in results:
+        sink.write(unit, values)
+        bar.update(unit.stop - unit.start)
 
 
 def _groups(units: Sequence, group: Callable | None) -> list[list]:
@@ -122,15 +132,7 @@ def execute(units: Sequence, task: Callable, sink, settings, bar, *, group: Call
             client.submit(_run_group, shared, units, worker_settings, pure=False) for units in _groups(todo, group)
         ]
         for future in as_completed(futures):
-            for unit, values in future.result():
-                sink.write(unit, values)
-                bar.update(unit.stop - unit.start)
-
-
-def _run_local(task: Callable, units: Sequence, settings) -> list:
-    """Run ``units`` in a thread of this process (errors keep their type and traceback)."""
-    with settings.activate():
-        return [(unit, task(unit)) for unit in units]
+            _deliver(future.result(), sink, bar)
 
 
 def _execute_threads(todo: Sequence, task: Callable, sink, settings, bar, group) -> None:
@@ -145,14 +147,13 @@ def _execute_threads(todo: Sequence, task: Callable, sink, settings, bar, group)
     n, threads = local_cluster_layout(settings.workers, settings.threads)
     worker_settings = settings.replace(scheduler=None, workers=None, threads=threads, progress=False)
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="temsim-unit") as pool:
-        pending = {pool.submit(_run_local, task, units, worker_settings) for units in _groups(todo, group)}
+        # in this process an error keeps its own type and traceback (no UnitError wrapping)
+        pending = {pool.submit(_run_group, task, units, worker_settings, False) for units in _groups(todo, group)}
         try:
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    for unit, values in future.result():
-                        sink.write(unit, values)
-                        bar.update(unit.stop - unit.start)
+                    _deliver(future.result(), sink, bar)
         except BaseException:
             for future in pending:
                 future.cancel()

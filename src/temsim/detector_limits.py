@@ -223,10 +223,11 @@ def _plane_quantum(plane: dict) -> dict:
     return out
 
 
-def _quantum_row(study: Study, quantum: dict, label: str, template: xr.Dataset) -> xr.Dataset:
-    """A quantum limit ``{energy: (statistics, jackknife j)}`` as one row shaped like ``template``."""
+def _quantum_row(study: Study, quantum: dict, label: str, template: xr.Dataset, budgets: dict) -> xr.Dataset:
+    """A quantum limit ``{energy: (statistics, jackknife j)}`` as one row shaped like ``template``,
+    under the study's damage ``budgets`` (``{energy: DamageBudget}``)."""
     row = template.copy(deep=True).assign_coords(mode=[label])
-    budgets, doses = _study_budgets(study), _study_doses(study)
+    doses = _study_doses(study)
     for ei, energy in enumerate(row.energy.values):
         stat, js = quantum[float(energy)]
         interval = functools.partial(_interval, np.asarray(js), stat.j_per_dose)
@@ -270,17 +271,18 @@ def information_rows(
     plane-wave quantum limit that the image modes are compared with.
     """
     parts, described, j_q, illumination = [], {}, {}, {}
+    budgets = _study_budgets(study)  # once for both quantum rows (thermal knock-on integrals)
     if waves:
         rates, described = information_rates(study, waves)
         extra = _decided(study, rates, monte_carlo_trials, seed=study.seed + 1)
         parts.append(extra.assign(camera=("mode", np.array([described[str(m)][0] for m in extra.mode.values]))))
         quantum = _stem_quantum(study, waves)
-        parts.append(_quantum_row(study, quantum, QUANTUM_ROW, ds.isel(mode=[0])))
+        parts.append(_quantum_row(study, quantum, QUANTUM_ROW, ds.isel(mode=[0]), budgets))
         j_q[QUANTUM_ROW] = {e: q[0].j_per_dose for e, q in quantum.items()}
         illumination.update({m: QUANTUM_ROW for m in [*(x.label for x in _stem_modes(study)), *described]})
     if plane:
         quantum = _plane_quantum(plane)
-        parts.append(_quantum_row(study, quantum, PLANE_WAVE_QUANTUM_ROW, ds.isel(mode=[0])))
+        parts.append(_quantum_row(study, quantum, PLANE_WAVE_QUANTUM_ROW, ds.isel(mode=[0]), budgets))
         j_q[PLANE_WAVE_QUANTUM_ROW] = {e: q[0].j_per_dose for e, q in quantum.items()}
         illumination.update({m.label: PLANE_WAVE_QUANTUM_ROW for m in _image_modes(study)})
     illumination.update({row: row for row in j_q})

@@ -204,6 +204,34 @@ class MemorySink:
         return xr.Dataset(variables, attrs=attrs)
 
 
+def atomic_write(path, write) -> str:
+    """Create ``path`` all at once: ``write(tmp)`` fills a temporary file in the same folder, which
+    is flushed to disk and renamed over ``path``; a failure or a kill leaves ``path`` untouched (a
+    failed attempt's temporary file is removed). Returns ``path``.
+
+    >>> import os, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> path = atomic_write(os.path.join(folder, "a.txt"), lambda tmp: open(tmp, "w").write("x"))
+    >>> open(path).read(), sorted(os.listdir(folder))
+    ('x', ['a.txt'])
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.part")
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
 def atomic_save_npz(path: str, arrays: dict) -> None:
     """Write ``arrays`` to ``path`` so that a kill leaves either the whole file or none.
 

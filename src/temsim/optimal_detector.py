@@ -96,11 +96,13 @@ def radial_index(alpha, edges) -> np.ndarray:
 def bin_rates(rates, index, nbins: int) -> np.ndarray:
     """Sum the last (pixel) axis of ``rates`` into ``nbins`` bins (pixels with index −1 are dropped)."""
     index = np.asarray(index).reshape(-1)
-    keep = index >= 0
-    weights = np.zeros((index.size, nbins))
-    weights[np.flatnonzero(keep), index[keep]] = 1.0
+    keep = np.flatnonzero(index >= 0)
     rates = np.asarray(rates, dtype=np.float64)
-    return rates.reshape(rates.shape[:-1] + (-1,)) @ weights
+    flat = rates.reshape(-1, rates.shape[-1])[:, keep]
+    # one bincount over (row, bin) pairs: no pixels × bins weight matrix
+    rows = np.repeat(np.arange(flat.shape[0]) * nbins, keep.size) + np.tile(index[keep], flat.shape[0])
+    binned = np.bincount(rows, weights=flat.reshape(-1), minlength=flat.shape[0] * nbins)
+    return binned.reshape(rates.shape[:-1] + (nbins,))
 
 
 def _j(ring0: np.ndarray, ring1: np.ndarray, axis) -> np.ndarray:

@@ -30,6 +30,7 @@ import numpy as np
 import xarray as xr
 
 from temsim.errors import InputError
+from temsim.io import atomic_write
 from temsim.modes import _strip
 
 __all__ = ["plan_tree", "write_plan", "open_plan", "table_rows", "table_from_file", "SIGNALS"]
@@ -70,15 +71,8 @@ def plan_tree(dataset: xr.Dataset, rates: xr.Dataset) -> xr.DataTree:
 
 def write_plan(path, dataset: xr.Dataset, rates: xr.Dataset) -> str:
     """Write ``plan.nc`` atomically (temporary name, then rename); returns the path."""
-    path = os.fspath(path)
-    tmp = path + ".tmp"
-    try:
-        plan_tree(dataset, rates).to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    tree = plan_tree(dataset, rates)
+    return atomic_write(path, lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=True))
 
 
 def open_plan(path) -> xr.DataTree:

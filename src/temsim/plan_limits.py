@@ -18,6 +18,7 @@ import xarray as xr
 
 import temsim
 from temsim import damage_channels, detection
+from temsim.beam_damage import BARN_TO_A2
 from temsim.plan_checks import _channel_rates, monte_carlo_check, monte_carlo_notes
 from temsim.study import Study
 
@@ -210,7 +211,9 @@ def _limits_of(stat, target, budget: DamageBudget, doses: np.ndarray, interval) 
         budget=budget.dose,
         margin=budget.dose / dose if np.isfinite(dose) and dose > 0 else np.nan,
         j_per_dose=stat.j_per_dose,
-        knock_on_probability=1 - math.exp(-sigma * 1e-8 * dose) if sigma is not None and np.isfinite(dose) else np.nan,
+        knock_on_probability=(
+            -math.expm1(-sigma * BARN_TO_A2 * dose) if sigma is not None and np.isfinite(dose) else np.nan
+        ),
         survival_probability=(
             damage_channels.survival_probability(budget.feature_cross_section, dose)
             if budget.feature_cross_section is not None and np.isfinite(dose)

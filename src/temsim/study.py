@@ -316,7 +316,6 @@ def _phonons(data: dict) -> dict:
     return out
 
 
-#: Keys of :attr:`Study.knock_on` (``element`` is a symbol or a list of symbols).
 def _damage(damage: dict) -> dict:
     out: dict[str, Any] = {}
     if "critical_dose" in damage:

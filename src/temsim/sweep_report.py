@@ -12,6 +12,7 @@ import os
 import numpy as np
 import xarray as xr
 
+from temsim.io import atomic_write
 from temsim.report import _atomic_write_text, _fmt, _os_error, report_paths
 from temsim.sweeps import minimum_doses
 
@@ -96,10 +97,10 @@ def _figure(result: xr.Dataset, path: str) -> None:
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{result.attrs.get('study', 'sweep')}: minimum detectable dose over the sweep (band: unknowns)")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def _summary(result: xr.Dataset) -> str:
@@ -125,9 +126,7 @@ def write_sweep_report(result: xr.Dataset, directory: str, overwrite: bool = Fal
     paths = report_paths(directory, SWEEP_FILES, overwrite)
     try:
         os.makedirs(directory, exist_ok=True)
-        tmp = paths["sweep.nc"] + ".tmp"
-        result.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=True)
-        os.replace(tmp, paths["sweep.nc"])
+        atomic_write(paths["sweep.nc"], lambda tmp: result.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=True))
         _figure(result, paths["sweep.png"])
         _atomic_write_text(paths["sweep.md"], _summary(result))
     except OSError as err:

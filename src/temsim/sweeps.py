@@ -202,6 +202,8 @@ class Sweep:
     axes: dict = field(default_factory=dict)
     unknowns: tuple[Unknown, ...] = ()
     base: str = "."
+    #: The study of every evaluation, built (and so checked) once, when the sweep is made.
+    _studies: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not self.axes and not self.unknowns:
@@ -217,10 +219,9 @@ class Sweep:
                 f"the sweep asks for {n} plans (grid points × samples of the unknowns), more than "
                 f"{MAX_EVALUATIONS}; sweep fewer values or use fewer samples"
             )
-        # every point must be a valid study: check them all before any simulation
-        for values in self.points():
-            for sample in self.samples():
-                self.study_at(values, sample)
+        # every evaluation must be a valid study: build them all before any simulation
+        for values, sample in self.evaluations():
+            self._studies[(values, sample)] = self._build(values, sample)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -228,6 +229,7 @@ class Sweep:
 
     @property
     def num_evaluations(self) -> int:
+        """How many plans the sweep makes (counted without listing them, for the size check)."""
         return int(np.prod(self.shape, dtype=np.int64)) * (1 + len(list(self.samples())) if self.unknowns else 1)
 
     def points(self):
@@ -238,6 +240,12 @@ class Sweep:
         """Combinations of the unknowns' samples (one empty combination without unknowns)."""
         return itertools.product(*(u.samples for u in self.unknowns))
 
+    def evaluations(self) -> list[tuple[tuple, tuple]]:
+        """Every ``(values, sample)`` planned: each grid point at the study's own values of the
+        unknowns (``sample = ()``), then at each combination of their samples."""
+        samples = [()] + [tuple(s) for s in self.samples()] if self.unknowns else [()]
+        return [(tuple(values), sample) for values in self.points() for sample in samples]
+
     def document_at(self, values: Sequence, sample: Sequence = ()) -> dict:
         data = copy.deepcopy(self.document)
         for key, value in zip(self.axes, values):
@@ -247,6 +255,13 @@ class Sweep:
         return data
 
     def study_at(self, values: Sequence, sample: Sequence = ()):
+        """The study at one evaluation (built once; see :meth:`evaluations`)."""
+        key = (tuple(values), tuple(sample))
+        if key not in self._studies:
+            self._studies[key] = self._build(*key)
+        return self._studies[key]
+
+    def _build(self, values: Sequence, sample: Sequence):
         data = self.document_at(values, sample)
         try:
             return study_from_dict(data, base=self.base)
@@ -316,21 +331,20 @@ def sweep(
     elif isinstance(spec, Mapping):
         spec = sweep_from_document(dict(spec))
     settings = resolve_settings(settings, progress=progress)
-    nominal = spec.study_at(next(iter(spec.points())))
-    samples = list(spec.samples()) if spec.unknowns else []
-    evaluations = [(values, sample) for values in spec.points() for sample in [()] + samples]
+    evaluations = spec.evaluations()
+    nominal = spec.study_at(*evaluations[0])
+    per_point = len(evaluations) // max(1, int(np.prod(spec.shape, dtype=np.int64)))
     total = len(evaluations)
     bar = progress_bar(total, settings.show_progress(total), "sweep: plans", unit="plan")
     points, runs = [], []
     with compute.session(settings) as shared:
         series = _thickness_series(spec, evaluations, shared, checkpoint_dir)
         for values, sample in evaluations:
-            study = spec.study_at(values, sample)
-            point = _point(study, shared, checkpoint_dir, series.get(_document_key(spec.document_at(values, sample))))
+            point = _point(spec.study_at(values, sample), shared, checkpoint_dir, series.get((values, sample)))
             bar.update(1)
             if sample:
                 runs.append(point["required_dose"])
-                if len(runs) < len(samples):
+                if len(runs) < per_point - 1:
                     continue
                 points[-1]["required_dose_samples"] = xr.concat(runs, dim="sample")
                 runs = []
@@ -347,14 +361,10 @@ def sweep(
 THICKNESS_KEY = "specimen.supercell[2]"
 
 
-def _document_key(data: dict) -> str:
-    return json.dumps(data, sort_keys=True, default=str)
-
-
 def _without_thickness(data: dict) -> str:
-    data = copy.deepcopy(data)
+    """The document without its thickness, as a key: evaluations that differ only in thickness share it."""
     _set(data, THICKNESS_KEY, None)
-    return _document_key(data)
+    return json.dumps(data, sort_keys=True, default=str)
 
 
 def _cut(atoms, depth: float):
@@ -368,9 +378,10 @@ def _same_atoms(a, b) -> bool:
     return a[0].shape == b[0].shape and np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1], atol=1e-6)
 
 
-def _series_step(thick, thin, n_thick: int, n_thin: int) -> int | None:
-    """Slices per unit cell if ``thin`` is ``thick`` cut after ``n_thin`` of its ``n_thick`` cells
-    (same lateral cell, structure and feature above the cut, slices ending on the cut), else None."""
+def _series_step(thick, hypotheses, thin, n_thick: int, n_thin: int) -> int | None:
+    """Slices per unit cell if ``thin`` is ``thick`` (whose ``hypotheses()`` are given) cut after
+    ``n_thin`` of its ``n_thick`` cells (same lateral cell, structure and feature above the cut,
+    slices ending on the cut), else None."""
     cz_thick, cz_thin = float(thick.atoms.cell[2, 2]), float(thin.atoms.cell[2, 2])
     cell = cz_thick / n_thick
     per_cell = cell / thick.slice_thickness
@@ -380,7 +391,7 @@ def _series_step(thick, thin, n_thick: int, n_thin: int) -> int | None:
         or not np.allclose(np.asarray(thick.atoms.cell)[:2], np.asarray(thin.atoms.cell)[:2], atol=1e-6)
     ):
         return None
-    (t0, t1, tp), (s0, s1, sp) = thick.hypotheses(), thin.hypotheses()
+    (t0, t1, tp), (s0, s1, sp) = hypotheses, thin.hypotheses()
     if not np.allclose(tp, sp, atol=1e-6):
         return None
     for full, part in ((t0, s0), (t1, s1)):
@@ -391,22 +402,23 @@ def _series_step(thick, thin, n_thick: int, n_thin: int) -> int | None:
 
 def _thickness_series(spec: Sweep, evaluations: list, settings, checkpoint_dir) -> dict:
     """Rates of every evaluation that is a thinner cut of another one, from one simulation of
-    the thickest: ``{document key: rates at that thickness}`` (multislice is causal, so the exit
-    plane at depth t is the exit wave of the specimen cut at t)."""
+    the thickest: ``{(values, sample): rates at that thickness}`` (multislice is causal, so the
+    exit plane at depth t is the exit wave of the specimen cut at t)."""
     if THICKNESS_KEY not in spec.axes and THICKNESS_KEY not in {u.key for u in spec.unknowns}:
         return {}
     groups: dict = {}
-    for values, sample in evaluations:
-        data = spec.document_at(values, sample)
-        groups.setdefault(_without_thickness(data), {})[int(_get(data, THICKNESS_KEY))] = data
+    for evaluation in evaluations:
+        data = spec.document_at(*evaluation)
+        cells = int(_get(data, THICKNESS_KEY))
+        groups.setdefault(_without_thickness(data), {}).setdefault(cells, []).append(evaluation)
     out = {}
     for members in groups.values():
         if len(members) < 2:
             continue
         n_thick = max(members)
-        thick = study_from_dict(members[n_thick], base=spec.base)
-        thins = {n: study_from_dict(data, base=spec.base) for n, data in members.items()}
-        steps = {n: _series_step(thick, study, n_thick, n) for n, study in thins.items()}
+        thick = spec.study_at(*members[n_thick][0])
+        hypotheses = thick.hypotheses()
+        steps = {n: _series_step(thick, hypotheses, spec.study_at(*ev[0]), n_thick, n) for n, ev in members.items()}
         if any(step is None for step in steps.values()) or len(set(steps.values())) != 1:
             continue  # not cuts of one specimen: each point is simulated on its own
         rates = simulate(
@@ -414,11 +426,12 @@ def _thickness_series(spec: Sweep, evaluations: list, settings, checkpoint_dir) 
         )
         cell = float(thick.atoms.cell[2, 2]) / n_thick
         depths = rates.thickness.values
-        for n, data in members.items():
+        for n, same in members.items():
             plane = int(np.argmin(np.abs(depths - n * cell)))
             if abs(float(depths[plane]) - n * cell) > 1e-3:  # pragma: no cover - the slices end on every cell
                 raise RuntimeError(f"no exit plane at {n * cell:.4f} Å in the thickness series {depths}")
-            out[_document_key(data)] = rates.isel(thickness=plane, drop=True)
+            for evaluation in same:  # equal documents (e.g. a swept and a sampled thickness that coincide)
+                out[evaluation] = rates.isel(thickness=plane, drop=True)
     return out
 
 

@@ -9,6 +9,8 @@ phase correlation refined by an upsampled DFT around the peak (sub-pixel).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import xarray as xr
 
@@ -210,16 +212,24 @@ def whiten_integrated(image: np.ndarray, pixel_size, regularization: float = 0.0
     integration keeps only part of them (:func:`integrated_modes_lost` counts what is left out).
     """
     values = np.asarray(image, dtype=float)
-    n1, n2 = values.shape[-2:]
-    qx = np.fft.fftfreq(n1, float(pixel_size[0]))[:, None]
-    qy = np.fft.fftfreq(n2, float(pixel_size[1]))[None, :]
+    weight = _whitening(values.shape[-2:], (float(pixel_size[0]), float(pixel_size[1])), float(regularization))
+    return np.real(np.fft.ifft2(np.fft.fft2(values) * weight))
+
+
+@functools.lru_cache(maxsize=16)
+def _whitening(shape: tuple, pixel_size: tuple, regularization: float) -> np.ndarray:
+    """``W(q)`` of :func:`whiten_integrated` (built once per grid: a fit whitens every residual)."""
+    n1, n2 = shape
+    qx = np.fft.fftfreq(n1, pixel_size[0])[:, None]
+    qy = np.fft.fftfreq(n2, pixel_size[1])[None, :]
     q2 = qx**2 + qy**2
-    weight = np.where(q2 == 0, 0.0, 2 * np.pi * (q2 + float(regularization)) / np.sqrt(np.maximum(q2, 1e-300)))
+    weight = np.where(q2 == 0, 0.0, 2 * np.pi * (q2 + regularization) / np.sqrt(np.maximum(q2, 1e-300)))
     if n1 % 2 == 0:  # the integration keeps only part of the Nyquist lines: leave them out
         weight[n1 // 2, :] = 0.0
     if n2 % 2 == 0:
         weight[:, n2 // 2] = 0.0
-    return np.real(np.fft.ifft2(np.fft.fft2(values) * weight))
+    weight.flags.writeable = False  # shared by every caller of the cache
+    return weight
 
 
 def integrated_modes_lost(shape) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,6 +11,7 @@ import xarray as xr
 
 from temsim._version import __version__
 from temsim.comparison.fit import UNITS
+from temsim.io import atomic_write
 
 __all__ = ["CompareResult"]
 
@@ -131,9 +131,9 @@ class CompareResult:
         existing = [p for p in paths.values() if os.path.exists(p)]
         if existing and not overwrite:
             raise FileExistsError(f"{', '.join(existing)} exist(s); pass overwrite=True (CLI: --overwrite) to replace")
-        _atomic(paths["netcdf"], lambda tmp: self.to_dataset().to_netcdf(tmp, engine="h5netcdf"))
-        _atomic(paths["figure"], lambda tmp: _figure(self, tmp))
-        _atomic(paths["summary"], lambda tmp: _write_text(tmp, self.summary()))
+        atomic_write(paths["netcdf"], lambda tmp: self.to_dataset().to_netcdf(tmp, engine="h5netcdf"))
+        atomic_write(paths["figure"], lambda tmp: _figure(self, tmp))
+        atomic_write(paths["summary"], lambda tmp: _write_text(tmp, self.summary()))
         return paths
 
 
@@ -152,20 +152,6 @@ def _clean(da: xr.DataArray) -> xr.DataArray:
 def _write_text(path: str, text: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
-
-
-def _atomic(path: str, write) -> None:
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder or ".")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _figure(result: CompareResult, path: str) -> None:
