@@ -212,7 +212,7 @@ def _limits_of(stat, target, budget: DamageBudget, doses: np.ndarray, interval) 
         margin=budget.dose / dose if np.isfinite(dose) and dose > 0 else np.nan,
         j_per_dose=stat.j_per_dose,
         knock_on_probability=(
-            -math.expm1(-sigma * BARN_TO_A2 * dose) if sigma is not None and np.isfinite(dose) else np.nan
+            1 - math.exp(-sigma * BARN_TO_A2 * dose) if sigma is not None and np.isfinite(dose) else np.nan
         ),
         survival_probability=(
             damage_channels.survival_probability(budget.feature_cross_section, dose)
